@@ -1,0 +1,10 @@
+"""Helpers for the "Pretrained models & transfer learning" lesson.
+
+Only what learners should not have to type lives here: fetching and verifying
+the lesson's data and pretrained weights. The episodes themselves use Keras
+directly.
+"""
+
+from .data import LessonDataError, check, data_dir, fetch, fetch_episode_data, keras_cache_dir
+
+__all__ = ["LessonDataError", "check", "data_dir", "fetch", "fetch_episode_data", "keras_cache_dir"]

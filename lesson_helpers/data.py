@@ -1,0 +1,312 @@
+"""Fetch, verify and locate the lesson's data and pretrained weights.
+
+Every file the lesson uses is listed in ``registry.csv`` beside this module:
+its path in a mirror (``data/...`` or ``keras/models/...``), its sha256 and
+where it comes from on the internet. Files are fetched online with pooch, or
+copied from a local mirror (a folder laid out like the registry paths), and
+are always verified before they are put in place.
+
+- ``data/...`` files go to the lesson's data folder (see :func:`data_dir`).
+- ``keras/models/...`` files go to the Keras cache (see :func:`keras_cache_dir`),
+  where ``keras.applications`` looks for weights before downloading them.
+"""
+
+import bz2
+import csv
+import hashlib
+import io
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import filelock
+
+DATA_DIR_ENV = "LESSON_DATA_DIR"
+MIRROR_ENV = "LESSON_MIRROR"
+
+# The files an episode needs, by registry group (a group is the folder under
+# data/, or one of the Keras model groups below).
+EPISODE_GROUPS = {
+    1: ("doggy_door_images", "extra_animals", "mobilenet_v2_imagenet"),
+    2: ("presidential_doggy_door", "cats_and_dogs_filtered", "mobilenet_v2_no_top"),
+    3: ("cats_and_dogs_filtered", "mobilenet_v2_no_top"),
+}
+
+# sha256 of the offline stand-in MobileNetV2 weights (see the offline mirror's
+# MANIFEST.md): real convolutional features, but a head that knows 19 dog
+# breeds only. Recognised so that nobody mistakes them for the real model.
+STAND_IN_WEIGHTS_SHA256 = {
+    "1c2a2f02daa6c910457db0a4f3a9bbcf88debb95a66956916245472d05855637",
+    "1ec34c4e7a36fb63c9fa597dde10193cecf621b33f983301be676113785bbcf1",
+    "a7ab2f82c669ada752850d7322f0fadbcc19b5ec5cb0442fc0f7a9503598058e",
+}
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ONLINE_HINT = f"check your internet connection, or use a mirror (--mirror DIR or {MIRROR_ENV}=DIR)"
+
+
+class LessonDataError(RuntimeError):
+    """A data problem with a one-line explanation of what to do."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    path: str    # path inside a mirror: data/... or keras/models/...
+    sha256: str  # empty where the real file's hash is not known (Keras weights)
+    how: str     # download | zip:<member> | scipy-face:<sha256 of face.dat>
+    url: str
+
+    @property
+    def group(self):
+        parts = self.path.split("/")
+        if parts[0] == "data":
+            return parts[1]
+        name = parts[-1]
+        if "no_top" in name:
+            return "mobilenet_v2_no_top"
+        return "mobilenet_v2_imagenet"  # the 1000-class model and its class names
+
+    @property
+    def target(self):
+        """Where this file lives on this machine."""
+        parts = self.path.split("/")
+        if parts[0] == "data":
+            return data_dir().joinpath(*parts[1:])
+        return keras_cache_dir() / parts[-1]
+
+
+def registry():
+    """All files the lesson uses, as a list of :class:`RegistryEntry`."""
+    with open(Path(__file__).with_name("registry.csv"), newline="") as f:
+        return [RegistryEntry(**row) for row in csv.DictReader(f)]
+
+
+def entries_for(episodes=None):
+    """Registry entries needed by the given episodes (all of them for None)."""
+    entries = registry()
+    if episodes is None:
+        return entries
+    groups = set()
+    for episode in episodes:
+        if episode not in EPISODE_GROUPS:
+            raise LessonDataError(
+                f"there is no episode {episode}: choose from {sorted(EPISODE_GROUPS)}")
+        groups.update(EPISODE_GROUPS[episode])
+    return [e for e in entries if e.group in groups]
+
+
+def data_dir():
+    """The lesson's data folder.
+
+    ``$LESSON_DATA_DIR`` if set; else ``data/`` of the lesson repository when
+    the helpers are used from a checkout; else ``./data`` (e.g. on Colab).
+    """
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "_config.yml").is_file() and (repo / "lessons").is_dir():
+        return repo / "data"
+    return Path.cwd() / "data"
+
+
+def keras_cache_dir():
+    """The folder where Keras looks for pretrained weights: ``$KERAS_HOME/models``.
+
+    Keras uses ``$KERAS_HOME``, else ``~/.keras``, else ``/tmp/.keras`` when the
+    home folder is not writable (the same rule as ``keras.src.backend.config``).
+    """
+    if "KERAS_HOME" in os.environ:
+        home = Path(os.environ["KERAS_HOME"]).expanduser()
+    else:
+        base = Path("~").expanduser()
+        home = (base if os.access(base, os.W_OK) else Path("/tmp")) / ".keras"
+    return home / "models"
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_of(entry):
+    """'ok', 'stand-in' (offline stand-in weights), 'missing' or 'corrupt'."""
+    target = entry.target
+    if not target.is_file():
+        return "missing"
+    if entry.sha256:
+        return "ok" if sha256_of(target) == entry.sha256 else "corrupt"
+    with open(target, "rb") as f:  # weights: the real hash is unknown; check the format
+        if f.read(8) != HDF5_SIGNATURE:
+            return "corrupt"
+    return "stand-in" if sha256_of(target) in STAND_IN_WEIGHTS_SHA256 else "ok"
+
+
+def _atomic_write(target, data):
+    """Write bytes to target through a temporary file, so no half-written file is ever seen."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _verified(entry, data, source, expected=None):
+    expected = expected or entry.sha256
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise LessonDataError(
+            f"{entry.path} from {source} does not match its sha256 (corrupt or changed copy): "
+            "replace that copy, or fetch online")
+    if not expected and not data.startswith(HDF5_SIGNATURE):
+        raise LessonDataError(f"{entry.path} from {source} is not an HDF5 weights file: replace that copy")
+    return data
+
+
+def _writable_or_explain(folder, what, env_hint):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LessonDataError(f"cannot create the {what} {folder} ({err.strerror}): {env_hint}") from None
+    if not os.access(folder, os.W_OK):
+        raise LessonDataError(f"the {what} {folder} is not writable: {env_hint}")
+
+
+def _mirror_sums(mirror):
+    """The mirror's own SHA256SUMS (path -> sha256), if it has one."""
+    sums = {}
+    sums_file = mirror / "SHA256SUMS"
+    if sums_file.is_file():
+        for line in sums_file.read_text().splitlines():
+            if line.strip():
+                sha, path = line.split(maxsplit=1)
+                sums[path.strip().removeprefix("./")] = sha
+    return sums
+
+
+def _copy_from_mirror(entry, mirror, mirror_sums):
+    source = mirror / entry.path
+    if not source.is_file():
+        raise LessonDataError(
+            f"the mirror {mirror} has no {entry.path}: copy that file into the mirror, "
+            f"or fetch online without a mirror")
+    expected = entry.sha256 or mirror_sums.get(entry.path)
+    _atomic_write(entry.target, _verified(entry, source.read_bytes(), f"mirror {mirror}", expected))
+
+
+def _download(url, known_hash=None):
+    """Download with pooch into its cache (progress bar, hash check) and return the local path."""
+    import pooch
+    import requests
+
+    try:
+        return Path(pooch.retrieve(url, known_hash=known_hash, progressbar=True,
+                                   path=pooch.os_cache("pretrained-transfer-learning")))
+    except (requests.exceptions.RequestException, OSError) as err:
+        raise LessonDataError(f"could not download {url} ({type(err).__name__}): {ONLINE_HINT}") from None
+    except ValueError as err:  # pooch: hash mismatch (the partial file is deleted)
+        raise LessonDataError(f"{url} did not match its sha256 ({err}): try again later") from None
+
+
+def _fetch_online(entries):
+    archives = {}
+    for entry in entries:
+        how = entry.how
+        if how == "download":
+            data = _download(entry.url, f"sha256:{entry.sha256}" if entry.sha256 else None).read_bytes()
+        elif how.startswith("zip:"):
+            if entry.url not in archives:
+                archives[entry.url] = zipfile.ZipFile(_download(entry.url))
+            # Read only the registered member: nothing in the archive can land outside data/.
+            data = archives[entry.url].read(how.removeprefix("zip:"))
+        elif how.startswith("scipy-face:"):
+            raw = bz2.decompress(_download(entry.url, "sha256:" + how.removeprefix("scipy-face:")).read_bytes())
+            data = _pixels_to_png(raw, (768, 1024, 3))
+        else:
+            raise LessonDataError(f"registry.csv: unknown source kind {how!r} for {entry.path}")
+        _atomic_write(entry.target, _verified(entry, data, entry.url))
+
+
+def _pixels_to_png(raw, shape):
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.frombuffer(raw, dtype=np.uint8).reshape(shape)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def fetch(episodes=None, mirror=None):
+    """Make sure every file the episodes need is present and valid; return the data folder.
+
+    Files already present and valid are left alone, so this is quick to re-run.
+    ``mirror`` (or ``$LESSON_MIRROR``) is a local folder to copy from instead of
+    the internet.
+    """
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    if mirror is not None:
+        mirror = Path(mirror).expanduser().resolve()
+        if not mirror.is_dir():
+            raise LessonDataError(f"the mirror {mirror} is not a folder: check the path given to "
+                                  f"--mirror or {MIRROR_ENV}")
+    entries = entries_for(episodes)
+    folder = data_dir()
+    _writable_or_explain(folder, "data folder", f"set {DATA_DIR_ENV} to a folder you can write to")
+    if any(e.path.startswith("keras/") for e in entries):
+        _writable_or_explain(keras_cache_dir(), "Keras cache", "set KERAS_HOME to a folder you can write to")
+    # One fetch at a time per data folder: two notebooks opened together wait for each other.
+    with filelock.FileLock(folder / ".fetch.lock", timeout=900):
+        clear_partial_files(folder)
+        todo = [e for e in entries if state_of(e) not in ("ok", "stand-in")]
+        if mirror is not None:
+            sums = _mirror_sums(mirror)
+            for entry in todo:
+                _copy_from_mirror(entry, mirror, sums)
+        elif todo:
+            _fetch_online(todo)
+    return folder
+
+
+def check(episodes=None):
+    """Return a list of (entry, state) for the given episodes' files."""
+    return [(entry, state_of(entry)) for entry in entries_for(episodes)]
+
+
+def fix_for(entry, state):
+    episode_hint = "python -m lesson_helpers fetch"
+    if state == "missing":
+        return f"run `{episode_hint}` (add --mirror DIR when offline)"
+    if state == "corrupt":
+        return f"delete {entry.target} and run `{episode_hint}`"
+    if state == "stand-in":
+        return ("offline stand-in weights: fine for testing that code runs; for real predictions "
+                f"delete {entry.target} and let Keras download the real ones")
+    return ""
+
+
+def fetch_episode_data(episode, mirror=None):
+    """Fetch (or verify) everything one episode needs and return the data folder.
+
+    The one call a learner makes at the top of each episode.
+    """
+    folder = fetch([episode], mirror=mirror)
+    states = check([episode])
+    note = ""
+    if any(state == "stand-in" for _, state in states):
+        note = " NOTE: offline stand-in weights are in use, so predictions are not the real ImageNet model's."
+    print(f"Episode {episode}: {len(states)} files ready; data in {folder}.{note}")
+    return folder
+
+
+def clear_partial_files(folder):
+    """Remove temporary files left by an interrupted write (they are never trusted anyway)."""
+    for tmp in Path(folder).rglob(".*.partial"):
+        tmp.unlink(missing_ok=True)
+
