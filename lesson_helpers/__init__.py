@@ -6,5 +6,6 @@ directly.
 """
 
 from .data import LessonDataError, check, data_dir, fetch, fetch_episode_data, keras_cache_dir
+from .results import record_results
 
-__all__ = ["LessonDataError", "check", "data_dir", "fetch", "fetch_episode_data", "keras_cache_dir"]
+__all__ = ["LessonDataError", "check", "data_dir", "fetch", "fetch_episode_data", "keras_cache_dir", "record_results"]

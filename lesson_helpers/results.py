@@ -1,0 +1,64 @@
+"""Record an episode's key numbers (wall times, accuracies) for the lesson's tests and benchmark.
+
+Each episode's last cell calls :func:`record_results`; ``tests/test_targets.py``
+and ``tools/benchmark.py`` read the file it writes.
+"""
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS_DIR_ENV = "LESSON_RESULTS_DIR"
+
+# When the set-up cell imported the helpers: the start of the episode's wall time.
+_IMPORTED_AT = time.perf_counter()
+
+
+def results_dir():
+    """``$LESSON_RESULTS_DIR`` if set; else ``results/`` of the lesson repository (``./results`` outside one)."""
+    if os.environ.get(RESULTS_DIR_ENV):
+        return Path(os.environ[RESULTS_DIR_ENV]).expanduser().resolve()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "_config.yml").is_file() and (repo / "lessons").is_dir():
+        return repo / "results"
+    return Path.cwd() / "results"
+
+
+def results_path(episode):
+    return results_dir() / f"episode-{int(episode):02d}.json"
+
+
+def _plain(value):
+    """JSON-friendly: NumPy/TensorFlow scalars become Python floats; dicts are converted inside."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return round(float(value), 4)
+
+
+def record_results(episode, **numbers):
+    """Write ``results/episode-NN.json`` with the given numbers and return its path.
+
+    Adds ``wall_time_s`` (seconds since the set-up cell imported the helpers)
+    unless given, and ``recorded_at`` (Unix time) so that readers can tell a
+    fresh file from a stale one. The file is replaced atomically.
+    """
+    record = {"episode": int(episode)}
+    record.update({name: _plain(value) for name, value in numbers.items()})
+    record.setdefault("wall_time_s", round(time.perf_counter() - _IMPORTED_AT, 2))
+    record["recorded_at"] = time.time()
+    target = results_path(episode)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
