@@ -6,6 +6,8 @@ directly.
 """
 
 from .data import LessonDataError, check, data_dir, fetch, fetch_episode_data, keras_cache_dir
+from .images import LessonImageError, check_image_folder, load_image, open_image
 from .results import record_results
 
-__all__ = ["LessonDataError", "check", "data_dir", "fetch", "fetch_episode_data", "keras_cache_dir", "record_results"]
+__all__ = ["LessonDataError", "check", "data_dir", "fetch", "fetch_episode_data", "keras_cache_dir", "record_results",
+           "LessonImageError", "check_image_folder", "load_image", "open_image"]
