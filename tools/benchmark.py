@@ -1,0 +1,120 @@
+"""Run every episode notebook and print a table of wall times and accuracies.
+
+    python tools/benchmark.py            # all episodes in _config.yml (what `make bench` runs)
+    python tools/benchmark.py 02 03      # only the episodes whose file names start with these
+
+Each notebook is executed from top to bottom with nbclient, in a fresh kernel
+that uses this Python environment, with the notebook's folder as working
+directory (as nbval does). The outputs are not saved: the notebooks in git stay
+output-free. Wall time is measured here, around the whole run (kernel start
+included). The accuracies and per-phase times come from the results file the
+notebook's last cell writes (results/episode-NN.json, see
+lesson_helpers/results.py). The table is printed and written to
+results/benchmark.md.
+"""
+
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import os
+
+import ipykernel.kernelspec
+import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from lesson_helpers.results import results_dir, results_path  # noqa: E402
+
+CURRENT_ENV = "lesson-benchmark-current-env"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit it: no TensorFlow start-up chatter
+
+
+class CurrentEnvKernelSpecs(KernelSpecManager):
+    """Kernel specs that map CURRENT_ENV to an ipykernel running this very Python."""
+
+    def get_kernel_spec(self, kernel_name):
+        if kernel_name == CURRENT_ENV:
+            return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
+                                          **ipykernel.kernelspec.get_kernel_dict())
+        return super().get_kernel_spec(kernel_name)
+
+
+def episodes():
+    """Episode file names in the order _config.yml lists them (no YAML parser needed)."""
+    text = (REPO / "_config.yml").read_text()
+    block = text.split("episodes:", 1)[1]
+    return re.findall(r"^\s*-\s*(\S+\.md)\s*$", block, flags=re.M)
+
+
+def run(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(nb, kernel_name=CURRENT_ENV, timeout=1800,
+                            resources={"metadata": {"path": str(notebook.parent)}},
+                            kernel_manager_class=_kernel_manager_class())
+    start = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - start
+
+
+def _kernel_manager_class():
+    from jupyter_client.manager import KernelManager
+
+    class CurrentEnvKernelManager(KernelManager):
+        def _kernel_spec_manager_default(self):
+            return CurrentEnvKernelSpecs(data_dir=self.data_dir)
+
+    return CurrentEnvKernelManager
+
+
+def fmt(value, digits=3):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def main(prefixes):
+    rows = []
+    for name in episodes():
+        if prefixes and not any(name.startswith(p) for p in prefixes):
+            continue
+        notebook = REPO / "lessons" / name.replace(".md", ".ipynb")
+        number = int(name.split("-", 1)[0])
+        if not notebook.is_file():
+            print(f"{name}: no notebook yet, skipped", flush=True)
+            continue
+        print(f"running {notebook.name} ...", flush=True)
+        started_at = time.time()
+        wall = run(notebook)
+        record = {}
+        path = results_path(number)
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if record.get("recorded_at", 0) < started_at:
+                record = {}  # left from an earlier run: not this one's numbers
+        accuracies = {k: v for k, v in record.items() if "accuracy" in k}
+        phases = record.get("phase_times_s", {})
+        rows.append((number, wall, accuracies, phases))
+        print(f"  {wall:.0f} s", flush=True)
+
+    lines = [f"Benchmark on {platform.node()} ({platform.processor() or platform.machine()}), "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             "| episode | wall time (s) | phases (s) | accuracies |", "|---|---:|---|---|"]
+    for number, wall, accuracies, phases in rows:
+        phase_text = ", ".join(f"{k} {v:.0f}" for k, v in phases.items()) or "–"
+        acc_text = ", ".join(f"{k} {fmt(v)}" for k, v in accuracies.items()) or "–"
+        lines.append(f"| {number:02d} | {wall:.0f} | {phase_text} | {acc_text} |")
+    total = sum(wall for _, wall, _, _ in rows)
+    lines.append(f"| all | {total:.0f} | | |")
+    table = "\n".join(lines)
+    print()
+    print(table)
+    results_dir().mkdir(parents=True, exist_ok=True)
+    (results_dir() / "benchmark.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
