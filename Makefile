@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup data lab test test-fast notebooks bench clean-data
+.PHONY: setup data lab test test-fast notebooks bench clean-data site
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -38,3 +38,15 @@ bench: data
 
 clean-data:
 	rm -rf data/*/
+
+# The lesson website into _build/html, with Jupyter Book 1.x in its own pinned venv (its
+# Sphinx stack conflicts with the lesson's). Notebooks are NOT executed (see _config.yml).
+SITE_VENV ?= .venv-site
+site: $(SITE_VENV)/.installed
+	$(SITE_VENV)/bin/jupyter-book build . --all --builder html --warningiserror --keep-going --quiet
+
+$(SITE_VENV)/.installed: requirements-site.txt
+	$(PYTHON) -m venv $(SITE_VENV)
+	$(SITE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SITE_VENV)/bin/python -m pip install --quiet -r requirements-site.txt
+	touch $@

@@ -1,0 +1,255 @@
+"""Sphinx extension that gives the lesson's pages the Carpentries structure.
+
+The episodes are written so that they read well in JupyterLab, on Colab and on GitHub, with no
+directives: plain front matter, ``### Challenge: ...`` headings, ``<details>`` solutions and
+``> **Callout: ...**`` blockquotes. This extension turns those conventions into the site's
+look, without changing the episode files:
+
+* the front matter (the notebook's first raw cell) becomes an "Overview" box under the title
+  (teaching/exercise minutes, questions, objectives) and a "Key points" box at the end;
+* a section whose title starts with "Challenge" gets the class ``challenge``;
+* ``<details><summary>Solution</summary>`` ... ``</details>``, even when the solution spans
+  several notebook cells, becomes one ``<details class="solution">`` element, closed until
+  clicked;
+* a blockquote that starts with **Callout: ...** becomes a callout box;
+* the ``{schedule}`` directive (used on the landing page) renders the schedule from the
+  episodes' ``teaching`` and ``exercises`` minutes, in the order of ``episodes`` in _config.yml.
+"""
+
+import html
+import json
+import re
+from pathlib import Path
+
+import yaml
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.util.docutils import SphinxDirective
+
+STATIC = Path(__file__).parent / "static"
+DETAILS_OPEN = re.compile(r"^\s*<details>\s*(?:<summary>(?P<summary>.*?)</summary>)?\s*$", re.S | re.I)
+DETAILS_CLOSE = re.compile(r"^\s*</details>\s*$", re.I)
+
+
+# --- front matter -------------------------------------------------------------------------------
+
+def split_front_matter(text):
+    """(front matter dict, rest) of a text that starts with a ``---`` YAML block, else (None, text)."""
+    match = re.match(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", text, re.S)
+    if not match:
+        return None, text
+    return yaml.safe_load(match.group(1)) or {}, text[match.end():]
+
+
+def notebook_front_matter(notebook):
+    """The Carpentries front matter of a notebook (its first raw cell), or None."""
+    for cell in notebook.get("cells", [])[:1]:
+        if cell.get("cell_type") == "raw":
+            return split_front_matter("".join(cell.get("source", "")))[0]
+    return None
+
+
+def episode_front_matter(path):
+    """Front matter of an episode, from its .ipynb (or its .md when there is no notebook yet)."""
+    path = Path(path)
+    notebook = path.with_suffix(".ipynb")
+    if notebook.is_file():
+        return notebook_front_matter(json.loads(notebook.read_text(encoding="utf-8"))) or {}
+    return split_front_matter(path.with_suffix(".md").read_text(encoding="utf-8"))[0] or {}
+
+
+def _bullets(items):
+    return "\n".join(f"- {item}" for item in items or [])
+
+
+def overview_markdown(meta):
+    minutes = f"**Teaching:** {meta.get('teaching', '?')} min · **Exercises:** {meta.get('exercises', '?')} min"
+    return (f"\n\n````{{admonition}} Overview\n:class: overview\n\n{minutes}\n\n"
+            f"**Questions**\n\n{_bullets(meta.get('questions'))}\n\n"
+            f"**Objectives**\n\n{_bullets(meta.get('objectives'))}\n````\n\n")
+
+
+def keypoints_markdown(meta):
+    return f"````{{admonition}} Key points\n:class: keypoints\n\n{_bullets(meta.get('keypoints'))}\n````\n"
+
+
+def _markdown_cell(source, cell_id):
+    return {"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": source}
+
+
+def split_badge(text):
+    """(the "Open in Colab" badge line, the rest) of a markdown cell that starts with that badge."""
+    stripped = text.lstrip("\n")
+    first, _, rest = stripped.partition("\n")
+    if "colab.research.google.com" in first:
+        return first + "\n", rest
+    return "", text
+
+
+def add_episode_structure(app, docname, source):
+    """source-read: turn an episode notebook's front matter into the overview and keypoints boxes."""
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    notebook = json.loads(source[0])
+    meta = notebook_front_matter(notebook)
+    if meta is None:
+        return
+    cells = notebook["cells"][1:]  # drop the raw front-matter cell: it is shown as boxes instead
+    first_md = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), None)
+    text = "".join(cells[first_md]["source"]) if first_md is not None else ""
+    if first_md is not None and text.lstrip().startswith("# "):
+        title, _, rest = text.lstrip().partition("\n")
+        badge, rest = split_badge(rest)
+        cells[first_md]["source"] = title + "\n\n" + badge + overview_markdown(meta) + rest
+    else:  # no title in the notebook: use the front matter's
+        if first_md is not None:
+            badge, rest = split_badge(text)
+            cells[first_md]["source"] = rest
+        else:
+            badge = ""
+        heading = f"# {meta.get('title', docname)}\n\n{badge}"
+        cells.insert(0, _markdown_cell(heading + overview_markdown(meta), "site-overview"))
+    cells.append(_markdown_cell(keypoints_markdown(meta), "site-keypoints"))
+    notebook["cells"] = cells
+    source[0] = json.dumps(notebook)
+
+
+# --- challenges, solutions, callouts ------------------------------------------------------------
+
+class solution(nodes.General, nodes.Element):
+    """A collapsible solution: <details class="solution"><summary>...</summary>...</details>."""
+
+
+def visit_solution_html(self, node):
+    self.body.append(f'<details class="solution"><summary>{html.escape(node["summary"])}</summary>'
+                     '<div class="solution-body">\n')
+
+
+def depart_solution_html(self, node):
+    self.body.append("</div></details>\n")
+
+
+def _skip(self, node):
+    raise nodes.SkipNode
+
+
+def wrap_solutions(doctree):
+    """Wrap the nodes between raw ``<details>`` and ``</details>`` siblings into a solution node."""
+    for opener in list(doctree.findall(nodes.raw)):
+        match = DETAILS_OPEN.match(opener.astext()) if "html" in opener.get("format", "") else None
+        parent = opener.parent
+        if not match or parent is None:
+            continue
+        siblings = parent.children[parent.index(opener) + 1:]
+        closer = next((n for n in siblings if isinstance(n, nodes.raw) and DETAILS_CLOSE.match(n.astext())), None)
+        if closer is None:
+            continue  # unbalanced: leave the raw HTML to the browser
+        body = siblings[:siblings.index(closer)]
+        node = solution(summary=html.unescape((match.group("summary") or "Details").strip()))
+        for child in body:
+            parent.remove(child)
+        node.extend(body)
+        parent.replace(opener, node)
+        parent.remove(closer)
+
+
+def mark_challenges(doctree):
+    for section in doctree.findall(nodes.section):
+        title = section.next_node(nodes.title)
+        if title is not None and title.astext().lower().startswith("challenge"):
+            section["classes"].append("challenge")
+
+
+def make_callouts(doctree):
+    """A blockquote starting with **Callout: title** becomes an admonition with that title."""
+    for quote in list(doctree.findall(nodes.block_quote)):
+        first = quote.children[0] if quote.children else None
+        if not isinstance(first, nodes.paragraph) or not first.children:
+            continue
+        # the first child that is not empty text (MyST may start a paragraph with an empty Text node)
+        strong = next((c for c in first.children if not (isinstance(c, nodes.Text) and not c.strip())), None)
+        if not isinstance(strong, nodes.strong) or not strong.astext().lower().startswith("callout"):
+            continue
+        label = strong.astext()
+        title = label.split(":", 1)[1].strip() if ":" in label else label
+        box = nodes.admonition(classes=["callout"])
+        box += nodes.title(text=f"Callout: {title}" if title != label else label)
+        first.remove(strong)
+        if not first.astext().strip():
+            quote.remove(first)
+        box.extend(quote.children)
+        quote.replace_self(box)
+
+
+def structure_doctree(app, doctree):
+    wrap_solutions(doctree)
+    mark_challenges(doctree)
+    make_callouts(doctree)
+
+
+# --- schedule -----------------------------------------------------------------------------------
+
+class ScheduleDirective(SphinxDirective):
+    """A table of the episodes with their times, from _config.yml and each episode's front matter."""
+
+    def run(self):
+        root = Path(self.env.srcdir)
+        config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+        table = nodes.table(classes=["schedule"])
+        group = nodes.tgroup(cols=4)
+        table += group
+        for width in (10, 50, 20, 20):
+            group += nodes.colspec(colwidth=width)
+        group += nodes.thead("", self._row(["Start", "Episode", "Teaching / exercises", "Questions"]))
+        body = nodes.tbody()
+        group += body
+        elapsed = 0
+        for name in config.get("episodes", []):
+            path = root / "lessons" / name
+            for dependency in (path, path.with_suffix(".ipynb")):
+                if dependency.exists():
+                    self.env.note_dependency(str(dependency))
+            meta = episode_front_matter(path)
+            docname = f"lessons/{Path(name).stem}"
+            link = addnodes.pending_xref("", refdomain="std", reftype="doc", reftarget=f"/{docname}",
+                                         refexplicit=True, refdoc=self.env.docname)
+            link += nodes.inline(text=meta.get("title", docname))
+            teaching, exercises = int(meta.get("teaching", 0)), int(meta.get("exercises", 0))
+            questions = nodes.bullet_list()
+            for question in meta.get("questions", []):
+                questions += nodes.list_item("", nodes.paragraph(text=question))
+            body += self._row([_clock(elapsed), nodes.paragraph("", "", link),
+                               f"{teaching} + {exercises} min", questions])
+            elapsed += teaching + exercises
+        body += self._row([_clock(elapsed), "Finish", f"{elapsed} min in all", ""])
+        return [table]
+
+    @staticmethod
+    def _row(cells):
+        row = nodes.row()
+        for cell in cells:
+            entry = nodes.entry()
+            entry += cell if isinstance(cell, nodes.Node) else nodes.paragraph(text=cell)
+            row += entry
+        return row
+
+
+def _clock(minutes):
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+# --- set-up ---------------------------------------------------------------------------------------
+
+def add_static_path(app):
+    app.config.html_static_path.append(str(STATIC))
+
+
+def setup(app):
+    app.add_node(solution, html=(visit_solution_html, depart_solution_html),
+                 latex=(_skip, None), text=(_skip, None), man=(_skip, None), texinfo=(_skip, None))
+    app.add_directive("schedule", ScheduleDirective)
+    app.connect("source-read", add_episode_structure)
+    app.connect("doctree-read", structure_doctree)
+    app.connect("builder-inited", add_static_path)
+    app.add_css_file("carpentries.css")
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
