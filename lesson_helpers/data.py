@@ -13,7 +13,9 @@ are always verified before they are put in place.
 
 import bz2
 import csv
+import errno
 import hashlib
+import importlib.util
 import io
 import os
 import tempfile
@@ -44,7 +46,10 @@ STAND_IN_WEIGHTS_SHA256 = {
 }
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-ONLINE_HINT = f"check your internet connection, or use a mirror (--mirror DIR or {MIRROR_ENV}=DIR)"
+MIRROR_HINT = f"use a mirror (--mirror DIR or {MIRROR_ENV}=DIR)"
+ONLINE_HINT = f"check your internet connection, or {MIRROR_HINT}"
+# How long a fetch waits for another one (another notebook, a terminal) into the same folders.
+LOCK_TIMEOUT_S = 900
 
 
 class LessonDataError(RuntimeError):
@@ -70,16 +75,28 @@ class RegistryEntry:
 
     @property
     def target(self):
-        """Where this file lives on this machine."""
+        """Where this file lives on this machine (never outside the data folder or the Keras cache)."""
         parts = self.path.split("/")
-        if parts[0] == "data":
-            return data_dir().joinpath(*parts[1:])
-        return keras_cache_dir() / parts[-1]
+        if len(parts) >= 2 and parts[0] == "data":
+            base, inside = data_dir(), parts[1:]
+        elif len(parts) == 3 and parts[:2] == ["keras", "models"]:
+            base, inside = keras_cache_dir(), parts[2:]
+        else:
+            base, inside = None, []
+        if base is None or any(p in ("", ".", "..") or "\\" in p or ":" in p for p in inside):
+            raise LessonDataError(f"{registry_file()}: {self.path!r} is not a plain data/... or keras/models/... "
+                                  "path: fix that line")
+        return base.joinpath(*inside)
+
+
+def registry_file():
+    """The registry CSV (a function, so that tests can point it at a small fake registry)."""
+    return Path(__file__).with_name("registry.csv")
 
 
 def registry():
     """All files the lesson uses, as a list of :class:`RegistryEntry`."""
-    with open(Path(__file__).with_name("registry.csv"), newline="") as f:
+    with open(registry_file(), newline="") as f:
         return [RegistryEntry(**row) for row in csv.DictReader(f)]
 
 
@@ -138,25 +155,86 @@ def state_of(entry):
     target = entry.target
     if not target.is_file():
         return "missing"
-    if entry.sha256:
-        return "ok" if sha256_of(target) == entry.sha256 else "corrupt"
-    with open(target, "rb") as f:  # weights: the real hash is unknown; check the format
-        if f.read(8) != HDF5_SIGNATURE:
-            return "corrupt"
-    return "stand-in" if sha256_of(target) in STAND_IN_WEIGHTS_SHA256 else "ok"
+    try:
+        if entry.sha256:
+            return "ok" if sha256_of(target) == entry.sha256 else "corrupt"
+        # Weights: the real hash is unknown; check the format and that the file is complete.
+        with open(target, "rb") as f:
+            if _hdf5_problem(f.read(64), target.stat().st_size):
+                return "corrupt"
+        return "stand-in" if sha256_of(target) in STAND_IN_WEIGHTS_SHA256 else "ok"
+    except OSError:  # unreadable: as good as corrupt (the fix is the same)
+        return "corrupt"
+
+
+def _hdf5_problem(head, size):
+    """Why these first bytes of a ``size``-byte file are not a complete HDF5 file, or None.
+
+    HDF5's superblock records the file's end address, so a download or copy
+    that stopped early is caught without reading the whole file.
+    """
+    if not head.startswith(HDF5_SIGNATURE) or len(head) < 48:
+        return "is not an HDF5 weights file"
+    version = head[8]
+    if version in (0, 1):
+        width = head[13]
+        base_at = 24 + (4 if version == 1 else 0)
+        end_at = base_at + 2 * width
+    elif version in (2, 3):
+        width = head[9]
+        base_at = 12
+        end_at = base_at + 2 * width
+    else:
+        return None  # a newer layout: the signature is all that can be checked here
+    if width not in (2, 4, 8):
+        return "has a damaged HDF5 header"
+    base = int.from_bytes(head[base_at:base_at + width], "little")
+    end = int.from_bytes(head[end_at:end_at + width], "little")
+    if base + end > size:
+        return f"is incomplete ({size:,} of {base + end:,} bytes)"
+    return None
 
 
 def _atomic_write(target, data):
-    """Write bytes to target through a temporary file, so no half-written file is ever seen."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    """Write bytes to target through a temporary file, so no half-written file is ever seen.
+
+    Whatever stops the write (a full disk, Ctrl-C), the temporary file is
+    removed and the target is either the old file or the complete new one.
+    """
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, target)
+    except OSError as err:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise LessonDataError(_write_failure(target, err)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_failure(target, err, elsewhere=None):
+    """One line for an OSError while writing ``target``: what happened and what to do."""
+    if elsewhere is None:
+        variable = DATA_DIR_ENV if _inside(target, data_dir()) else "KERAS_HOME"
+        elsewhere = f"set {variable} to a folder on a disk with space you can write to"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the disk while writing {target}: free some space "
+                f"(the lesson needs about 120 MB), or {elsewhere}")
+    return f"cannot write {target} ({err.strerror or err}): {elsewhere}"
+
+
+def _inside(path, folder):
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def _verified(entry, data, source, expected=None):
@@ -165,8 +243,9 @@ def _verified(entry, data, source, expected=None):
         raise LessonDataError(
             f"{entry.path} from {source} does not match its sha256 (corrupt or changed copy): "
             "replace that copy, or fetch online")
-    if not expected and not data.startswith(HDF5_SIGNATURE):
-        raise LessonDataError(f"{entry.path} from {source} is not an HDF5 weights file: replace that copy")
+    problem = None if expected else _hdf5_problem(data[:64], len(data))
+    if problem:
+        raise LessonDataError(f"{entry.path} from {source} {problem}: replace that copy")
     return data
 
 
@@ -191,47 +270,102 @@ def _mirror_sums(mirror):
     return sums
 
 
-def _copy_from_mirror(entry, mirror, mirror_sums):
-    source = mirror / entry.path
-    if not source.is_file():
+def _copy_from_mirror(entries, mirror, mirror_sums):
+    """Copy (verified) what the mirror has; then name what it lacks in one line."""
+    lacking = []
+    for entry in entries:
+        source = mirror / entry.path
+        if not source.is_file():
+            lacking.append(entry.path)
+            continue
+        expected = entry.sha256 or mirror_sums.get(entry.path)
+        _atomic_write(entry.target, _verified(entry, source.read_bytes(), f"mirror {mirror}", expected))
+    if lacking:
+        more = f" and {len(lacking) - 1} more file(s)" if len(lacking) > 1 else ""
         raise LessonDataError(
-            f"the mirror {mirror} has no {entry.path}: copy that file into the mirror, "
+            f"the mirror {mirror} has no {lacking[0]}{more}: copy that into the mirror, "
             f"or fetch online without a mirror")
-    expected = entry.sha256 or mirror_sums.get(entry.path)
-    _atomic_write(entry.target, _verified(entry, source.read_bytes(), f"mirror {mirror}", expected))
+
+
+def download_cache_dir():
+    """Where pooch keeps downloads before they are verified and put in place."""
+    import pooch
+
+    return Path(pooch.os_cache("pretrained-transfer-learning"))
 
 
 def _download(url, known_hash=None):
-    """Download with pooch into its cache (progress bar, hash check) and return the local path."""
+    """Download with pooch into its cache (progress bar, hash check) and return the local path.
+
+    pooch downloads into a temporary file and moves it into place only when
+    complete (and matching ``known_hash``), so an interrupted download leaves
+    nothing that a later run would trust.
+    """
     import pooch
     import requests
 
+    cache = download_cache_dir()
+    # pooch refuses progressbar=True without tqdm (a ValueError that looks like a hash mismatch).
+    progressbar = importlib.util.find_spec("tqdm") is not None
     try:
-        return Path(pooch.retrieve(url, known_hash=known_hash, progressbar=True,
-                                   path=pooch.os_cache("pretrained-transfer-learning")))
-    except (requests.exceptions.RequestException, OSError) as err:
+        return Path(pooch.retrieve(url, known_hash=known_hash, progressbar=progressbar, path=cache))
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ReadTimeout) as err:
+        raise LessonDataError(f"the download of {url} stopped before the end ({type(err).__name__}; "
+                              f"nothing was kept): run the fetch again, or {MIRROR_HINT}") from None
+    except requests.exceptions.RequestException as err:  # before OSError: it is one too
         raise LessonDataError(f"could not download {url} ({type(err).__name__}): {ONLINE_HINT}") from None
+    except OSError as err:  # the download cache, not the network
+        hint = f"use a mirror instead of downloading (--mirror DIR or {MIRROR_ENV}=DIR)"
+        raise LessonDataError(_write_failure(cache / Path(url).name, err, hint)) from None
     except ValueError as err:  # pooch: hash mismatch (the partial file is deleted)
         raise LessonDataError(f"{url} did not match its sha256 ({err}): try again later") from None
 
 
+def _forget_download(path, error):
+    """Delete a bad download from pooch's cache (pooch would reuse it) and re-raise with that said."""
+    Path(path).unlink(missing_ok=True)
+    raise LessonDataError(f"{error} (the bad download was deleted: run the fetch again)") from None
+
+
 def _fetch_online(entries):
     archives = {}
-    for entry in entries:
-        how = entry.how
-        if how == "download":
-            data = _download(entry.url, f"sha256:{entry.sha256}" if entry.sha256 else None).read_bytes()
-        elif how.startswith("zip:"):
-            if entry.url not in archives:
-                archives[entry.url] = zipfile.ZipFile(_download(entry.url))
-            # Read only the registered member: nothing in the archive can land outside data/.
-            data = archives[entry.url].read(how.removeprefix("zip:"))
-        elif how.startswith("scipy-face:"):
-            raw = bz2.decompress(_download(entry.url, "sha256:" + how.removeprefix("scipy-face:")).read_bytes())
-            data = _pixels_to_png(raw, (768, 1024, 3))
-        else:
-            raise LessonDataError(f"registry.csv: unknown source kind {how!r} for {entry.path}")
-        _atomic_write(entry.target, _verified(entry, data, entry.url))
+    try:
+        for entry in entries:
+            how = entry.how
+            if how == "download":
+                path = _download(entry.url, f"sha256:{entry.sha256}" if entry.sha256 else None)
+                try:
+                    data = _verified(entry, path.read_bytes(), entry.url)
+                except LessonDataError as err:
+                    _forget_download(path, err)
+            elif how.startswith("zip:"):
+                if entry.url not in archives:
+                    path = _download(entry.url)
+                    try:
+                        archives[entry.url] = zipfile.ZipFile(path)
+                    except zipfile.BadZipFile:
+                        _forget_download(path, f"{entry.url} is not a complete zip file")
+                # Read only the registered member, and write it to the entry's own target:
+                # whatever names the archive holds, nothing lands outside data/.
+                member = how.removeprefix("zip:")
+                try:
+                    data = archives[entry.url].read(member)
+                except KeyError:
+                    raise LessonDataError(f"{entry.url} has no {member}: the archive changed upstream; "
+                                          "use a mirror") from None
+                except (zipfile.BadZipFile, OSError, EOFError) as err:
+                    archive = archives.pop(entry.url)
+                    archive.close()
+                    _forget_download(archive.filename, f"{entry.url} is damaged ({err})")
+            elif how.startswith("scipy-face:"):
+                raw = bz2.decompress(_download(entry.url, "sha256:" + how.removeprefix("scipy-face:")).read_bytes())
+                data = _pixels_to_png(raw, (768, 1024, 3))
+            else:
+                raise LessonDataError(f"{registry_file()}: unknown source kind {how!r} for {entry.path}")
+            _atomic_write(entry.target, _verified(entry, data, entry.url))
+    finally:
+        for archive in archives.values():
+            archive.close()
 
 
 def _pixels_to_png(raw, shape):
@@ -259,19 +393,45 @@ def fetch(episodes=None, mirror=None):
     entries = entries_for(episodes)
     folder = data_dir()
     _writable_or_explain(folder, "data folder", f"set {DATA_DIR_ENV} to a folder you can write to")
+    folders = [folder]
     if any(e.path.startswith("keras/") for e in entries):
         _writable_or_explain(keras_cache_dir(), "Keras cache", "set KERAS_HOME to a folder you can write to")
-    # One fetch at a time per data folder: two notebooks opened together wait for each other.
-    with filelock.FileLock(folder / ".fetch.lock", timeout=900):
-        clear_partial_files(folder)
+        folders.append(keras_cache_dir())
+    # One fetch at a time per folder: two notebooks opened together wait for each other
+    # (the Keras cache may be shared by several copies of the lesson, so it has its own lock).
+    with _locked(folders):
+        for each in folders:
+            clear_partial_files(each)
         todo = [e for e in entries if state_of(e) not in ("ok", "stand-in")]
         if mirror is not None:
-            sums = _mirror_sums(mirror)
-            for entry in todo:
-                _copy_from_mirror(entry, mirror, sums)
+            _copy_from_mirror(todo, mirror, _mirror_sums(mirror))
         elif todo:
             _fetch_online(todo)
     return folder
+
+
+class _locked:
+    """Hold a file lock in each folder (always in the same order), with a clear message on timeout."""
+
+    def __init__(self, folders):
+        self.locks = [filelock.FileLock(Path(f) / ".fetch.lock", timeout=LOCK_TIMEOUT_S) for f in folders]
+        self.held = []
+
+    def __enter__(self):
+        try:
+            for lock in self.locks:
+                lock.acquire()
+                self.held.append(lock)
+        except filelock.Timeout as err:
+            self.__exit__()
+            raise LessonDataError(
+                f"another fetch (another notebook or terminal) has held {err.lock_file} for "
+                f"{LOCK_TIMEOUT_S} s: wait for it to finish, or stop it and run this again") from None
+        return self
+
+    def __exit__(self, *exc):
+        while self.held:
+            self.held.pop().release()
 
 
 def check(episodes=None):

@@ -1,0 +1,603 @@
+"""The data layer (lesson_helpers.data and its command line) against bad input.
+
+Each test builds a small fake registry and a mirror in tmp_path, and points
+LESSON_DATA_DIR and KERAS_HOME at tmp dirs: the real data/ and ~/.keras are
+never touched. No test uses the network: pooch.retrieve is replaced, except in
+the one test that serves a broken download from a local HTTP server.
+"""
+
+import errno
+import hashlib
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import filelock
+import pooch
+import pytest
+import requests
+
+from lesson_helpers import data
+from lesson_helpers.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+OFFLINE = REPO.parent / "shared" / "offline"
+REAL_RETRIEVE = pooch.retrieve
+WEIGHTS = "keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+
+
+def fake_h5(size, seed=0):
+    """Bytes laid out like an HDF5 file (version-0 superblock that records its own length)."""
+    head = (data.HDF5_SIGNATURE + bytes([0, 0, 0, 0, 0, 8, 8, 0]) + bytes([4, 0, 16, 0]) + bytes(4)
+            + bytes(8) + b"\xff" * 8 + size.to_bytes(8, "little") + b"\xff" * 8)
+    body = hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1)
+    return (head + body)[:size]
+
+
+def sha(content):
+    return hashlib.sha256(content).hexdigest()
+
+
+def write_registry(path, rows):
+    lines = ["path,sha256,how,url"] + [",".join(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def lesson(tmp_path, monkeypatch):
+    """A fake lesson: 5 files in a registry (episode 1's groups), a mirror of them, empty target dirs."""
+    files = {
+        "data/doggy_door_images/happy_dog.jpg": b"dog" * 700,
+        "data/doggy_door_images/sleepy_cat.jpg": b"cat" * 500,
+        "data/extra_animals/cow.jpg": b"moo" * 300,
+        "keras/models/imagenet_class_index.json": b'{"0": ["n01440764", "tench"]}',
+        WEIGHTS: fake_h5(4096),
+    }
+    mirror = tmp_path / "mirror"
+    for rel, content in files.items():
+        (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / rel).write_bytes(content)
+    (mirror / "SHA256SUMS").write_text("".join(f"{sha(c)}  {rel}\n" for rel, c in files.items()))
+    rows = [(rel, "" if rel == WEIGHTS else sha(c), "download", f"https://example.invalid/{Path(rel).name}")
+            for rel, c in files.items()]
+    registry = write_registry(tmp_path / "registry.csv", rows)
+    monkeypatch.setattr(data, "registry_file", lambda: registry)
+    monkeypatch.setattr(data, "download_cache_dir", lambda: tmp_path / "downloads")
+    monkeypatch.setenv("LESSON_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv("LESSON_MIRROR", raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a test tried to download")
+    monkeypatch.setattr(pooch, "retrieve", no_network)
+    return SimpleNamespace(files=files, mirror=mirror, registry=registry, tmp=tmp_path,
+                           data=tmp_path / "data", models=tmp_path / "keras_home" / "models")
+
+
+def target(lesson, rel):
+    return (lesson.data / rel.removeprefix("data/")) if rel.startswith("data/") else lesson.models / Path(rel).name
+
+
+def states(lesson):
+    return {entry.path: state for entry, state in data.check()}
+
+
+def leftovers(folder):
+    """Temporary files a write left behind."""
+    return sorted(str(p) for p in Path(folder).rglob("*.partial")) if Path(folder).exists() else []
+
+
+def all_ok(lesson):
+    return set(states(lesson).values()) == {"ok"}
+
+
+def error_of(call, *args, **kwargs):
+    with pytest.raises(data.LessonDataError) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ------------------------------------------------------------------ mirror mode and check
+
+
+def test_fetch_from_mirror_then_a_second_fetch_writes_nothing(lesson, monkeypatch):
+    assert set(states(lesson).values()) == {"missing"}
+    assert data.fetch(mirror=lesson.mirror) == lesson.data
+    for rel, content in lesson.files.items():
+        assert target(lesson, rel).read_bytes() == content
+    assert all_ok(lesson) and leftovers(lesson.tmp) == []
+
+    def must_not_write(*args):
+        raise AssertionError("a valid file was written again")
+    monkeypatch.setattr(data, "_atomic_write", must_not_write)
+    data.fetch(mirror=lesson.mirror)
+
+
+def test_mirror_from_the_environment_variable(lesson, monkeypatch):
+    monkeypatch.setenv("LESSON_MIRROR", str(lesson.mirror))
+    data.fetch()
+    assert all_ok(lesson)
+
+
+def test_fetch_episode_data_says_how_many_files_are_ready(lesson, capsys):
+    data.fetch_episode_data(1, mirror=lesson.mirror)
+    assert capsys.readouterr().out == f"Episode 1: 5 files ready; data in {lesson.data}.\n"
+
+
+def test_weights_file_name_is_the_one_keras_looks_for(lesson):
+    entry = next(e for e in data.registry() if e.path == WEIGHTS)
+    assert entry.target == lesson.models / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+
+
+# ------------------------------------------------------------------ corrupt and partial files
+
+
+def test_corrupted_file_in_data_is_reported_then_replaced(lesson, capsys):
+    data.fetch(mirror=lesson.mirror)
+    dog = target(lesson, "data/doggy_door_images/happy_dog.jpg")
+    dog.write_bytes(b"cat" + dog.read_bytes()[3:])  # same size, different content
+    assert states(lesson)["data/doggy_door_images/happy_dog.jpg"] == "corrupt"
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"corrupt   {dog}  -> delete {dog} and run `python -m lesson_helpers fetch`"
+    assert out[1].startswith("5 files: 1 corrupt, 4 ok")
+    data.fetch(mirror=lesson.mirror)
+    assert dog.read_bytes() == lesson.files["data/doggy_door_images/happy_dog.jpg"] and all_ok(lesson)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not hdf5", "empty"])
+def test_corrupted_weights_in_keras_cache_are_never_trusted(lesson, damage):
+    data.fetch(mirror=lesson.mirror)
+    weights = target(lesson, WEIGHTS)
+    good = weights.read_bytes()
+    weights.write_bytes({"truncated": good[:3000], "not hdf5": b"<html>Error 503</html>", "empty": b""}[damage])
+    assert states(lesson)[WEIGHTS] == "corrupt"
+    data.fetch(mirror=lesson.mirror)
+    assert weights.read_bytes() == good and states(lesson)[WEIGHTS] == "ok"
+
+
+def test_hdf5_completeness_check_on_files_written_by_h5py(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    for libver in ("earliest", "latest"):   # superblock versions 0 and 3
+        path = tmp_path / f"{libver}.h5"
+        with h5py.File(path, "w", libver=libver) as f:
+            f["kernel"] = list(range(5000))
+        content = path.read_bytes()
+        assert data._hdf5_problem(content[:64], len(content)) is None
+        assert "is incomplete" in data._hdf5_problem(content[:64], len(content) - 100)
+    assert data._hdf5_problem(b"PK\x03\x04" + bytes(60), 64) == "is not an HDF5 weights file"
+
+
+@pytest.mark.skipif(not (OFFLINE / "keras" / "models").is_dir(), reason="no offline mirror beside the repo")
+def test_hdf5_check_accepts_the_offline_stand_in_weights():
+    for path in (OFFLINE / "keras" / "models").glob("*.h5"):
+        with open(path, "rb") as f:
+            assert data._hdf5_problem(f.read(64), path.stat().st_size) is None, path
+
+
+def test_partial_files_from_an_interrupted_run_are_cleared_and_replaced(lesson):
+    dog = target(lesson, "data/doggy_door_images/happy_dog.jpg")
+    dog.parent.mkdir(parents=True)
+    full = lesson.files["data/doggy_door_images/happy_dog.jpg"]
+    dog.write_bytes(full[: len(full) // 2])                     # cut short by an older tool
+    (dog.parent / ".happy_dog.jpg.x1y2.partial").write_bytes(full[:100])
+    lesson.models.mkdir(parents=True)
+    (lesson.models / f".{Path(WEIGHTS).name}.abc.partial").write_bytes(b"\x89HDF")
+    assert states(lesson)["data/doggy_door_images/happy_dog.jpg"] == "corrupt"
+    data.fetch(mirror=lesson.mirror)
+    assert dog.read_bytes() == full and all_ok(lesson) and leftovers(lesson.tmp) == []
+
+
+class FailingWriter(io.BytesIO):
+    """A file that takes part of the data, then fails like a full disk (or a Ctrl-C)."""
+
+    def __init__(self, real, error):
+        super().__init__()
+        self.real, self.error = real, error
+
+    def write(self, content):
+        self.real.write(content[: len(content) // 2])
+        self.real.flush()
+        raise self.error
+
+    def close(self):
+        self.real.close()
+
+
+def fail_writes(monkeypatch, error):
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(data.os, "fdopen", lambda fd, mode: FailingWriter(real_fdopen(fd, mode), error))
+
+
+def test_disk_full_gives_one_line_and_leaves_no_partial_file(lesson, monkeypatch, capsys):
+    fail_writes(monkeypatch, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    first = target(lesson, "data/doggy_door_images/happy_dog.jpg")
+    message = error_of(data.fetch, mirror=lesson.mirror)
+    assert message == (f"no space left on the disk while writing {first}: free some space (the lesson needs "
+                       "about 120 MB), or set LESSON_DATA_DIR to a folder on a disk with space you can write to")
+    assert not first.exists() and leftovers(lesson.tmp) == []
+    assert main(["fetch", "--mirror", str(lesson.mirror)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no space left on the disk while writing")
+
+
+def test_disk_full_in_the_keras_cache_names_keras_home(lesson, monkeypatch):
+    data.fetch(mirror=lesson.mirror)
+    target(lesson, WEIGHTS).write_bytes(b"junk")
+    fail_writes(monkeypatch, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    message = error_of(data.fetch, mirror=lesson.mirror)
+    assert "or set KERAS_HOME to a folder on a disk with space" in message
+    assert target(lesson, WEIGHTS).read_bytes() == b"junk"   # the old file stays as it was...
+    assert states(lesson)[WEIGHTS] == "corrupt"              # ...and is still not trusted
+    assert leftovers(lesson.tmp) == []
+
+
+def test_interrupted_write_leaves_the_target_absent(lesson, monkeypatch):
+    fail_writes(monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        data.fetch(mirror=lesson.mirror)
+    assert not target(lesson, "data/doggy_door_images/happy_dog.jpg").exists()
+    assert leftovers(lesson.tmp) == []
+
+
+# ------------------------------------------------------------------ unwritable places
+
+
+def test_keras_cache_that_cannot_be_created(lesson, monkeypatch):
+    (lesson.tmp / "a_file").write_text("not a folder")
+    monkeypatch.setenv("KERAS_HOME", str(lesson.tmp / "a_file" / "keras"))
+    message = error_of(data.fetch, mirror=lesson.mirror)
+    assert message.startswith(f"cannot create the Keras cache {lesson.tmp / 'a_file' / 'keras' / 'models'} (")
+    assert message.endswith("set KERAS_HOME to a folder you can write to")
+
+
+def test_read_only_folders_are_named(lesson, monkeypatch):
+    lesson.models.mkdir(parents=True)
+    lesson.data.mkdir(parents=True)
+    real_access = os.access   # chmod does not stop root, so ask os.access to say "read-only"
+    read_only = {lesson.models}
+    monkeypatch.setattr(data.os, "access", lambda p, mode: Path(p) not in read_only and real_access(p, mode))
+    assert error_of(data.fetch, mirror=lesson.mirror) == (
+        f"the Keras cache {lesson.models} is not writable: set KERAS_HOME to a folder you can write to")
+    read_only = {lesson.data}
+    assert error_of(data.fetch, mirror=lesson.mirror) == (
+        f"the data folder {lesson.data} is not writable: set LESSON_DATA_DIR to a folder you can write to")
+    assert not any(lesson.models.iterdir())
+
+
+def test_unwritable_download_cache(lesson, monkeypatch):
+    def retrieve(url, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(pooch, "retrieve", retrieve)
+    message = error_of(data.fetch)
+    assert message.startswith(f"cannot write {lesson.tmp / 'downloads' / 'happy_dog.jpg'} (Permission denied): ")
+    assert message.endswith("use a mirror instead of downloading (--mirror DIR or LESSON_MIRROR=DIR)")
+
+
+# ------------------------------------------------------------------ network and mirror problems
+
+
+def test_no_network_and_no_mirror(lesson, monkeypatch, capsys):
+    def offline(url, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'example.invalid'")
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    assert error_of(data.fetch) == (
+        "could not download https://example.invalid/happy_dog.jpg (ConnectionError): check your internet "
+        "connection, or use a mirror (--mirror DIR or LESSON_MIRROR=DIR)")
+    assert main(["fetch"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: could not download") and captured.err.count("\n") == 1
+    assert not any(p.is_file() and p.name != ".fetch.lock" for p in lesson.data.rglob("*"))
+
+
+def test_online_fetch_checks_the_hash_and_pooch_mismatch_is_one_line(lesson, monkeypatch):
+    downloads = lesson.tmp / "downloads"
+    downloads.mkdir()
+
+    def retrieve(url, known_hash=None, **kwargs):
+        name = url.rsplit("/", 1)[1]
+        rel = next(r for r in lesson.files if r.endswith("/" + name))
+        if name == "cow.jpg":
+            raise ValueError(f"SHA256 hash of downloaded file ({'0' * 64}) does not match the known hash")
+        (downloads / name).write_bytes(lesson.files[rel])
+        return str(downloads / name)
+    monkeypatch.setattr(pooch, "retrieve", retrieve)
+    message = error_of(data.fetch)
+    assert message.startswith("https://example.invalid/cow.jpg did not match its sha256 (")
+    assert message.endswith("): try again later")
+    assert not target(lesson, "data/extra_animals/cow.jpg").exists()
+    assert states(lesson)["data/doggy_door_images/happy_dog.jpg"] == "ok"
+
+
+def test_bad_weights_download_is_deleted_so_the_next_run_downloads_again(lesson, monkeypatch):
+    data.fetch(mirror=lesson.mirror)
+    target(lesson, WEIGHTS).unlink()
+    bad = lesson.tmp / "downloads" / Path(WEIGHTS).name
+    bad.parent.mkdir()
+    bad.write_bytes(b"<html>Quota exceeded</html>")
+    monkeypatch.setattr(pooch, "retrieve", lambda url, **kwargs: str(bad))   # pooch keeps what it has
+    message = error_of(data.fetch)
+    assert message == (f"{WEIGHTS} from {data.registry()[-1].url} is not an HDF5 weights file: replace that copy "
+                       "(the bad download was deleted: run the fetch again)")
+    assert not bad.exists() and not target(lesson, WEIGHTS).exists()
+
+
+def test_mirror_missing_a_file(lesson):
+    (lesson.mirror / "data/extra_animals/cow.jpg").unlink()
+    assert error_of(data.fetch, mirror=lesson.mirror) == (
+        f"the mirror {lesson.mirror} has no data/extra_animals/cow.jpg: copy that into the mirror, "
+        "or fetch online without a mirror")
+    assert states(lesson) == {**{rel: "ok" for rel in lesson.files}, "data/extra_animals/cow.jpg": "missing"}
+    (lesson.mirror / "data/doggy_door_images/sleepy_cat.jpg").unlink()
+    target(lesson, "data/doggy_door_images/sleepy_cat.jpg").unlink()
+    assert "has no data/doggy_door_images/sleepy_cat.jpg and 1 more file(s): " in error_of(
+        data.fetch, mirror=lesson.mirror)
+
+
+def test_mirror_that_is_not_a_folder(lesson, capsys):
+    assert main(["fetch", "--mirror", str(lesson.tmp / "no_such_mirror")]) == 1
+    assert capsys.readouterr().err == (f"error: the mirror {lesson.tmp / 'no_such_mirror'} is not a folder: "
+                                       "check the path given to --mirror or LESSON_MIRROR\n")
+
+
+def test_hash_mismatch_in_the_mirror_writes_nothing(lesson):
+    (lesson.mirror / "data/doggy_door_images/happy_dog.jpg").write_bytes(b"not the dog")
+    assert error_of(data.fetch, mirror=lesson.mirror) == (
+        f"data/doggy_door_images/happy_dog.jpg from mirror {lesson.mirror} does not match its sha256 "
+        "(corrupt or changed copy): replace that copy, or fetch online")
+    assert not target(lesson, "data/doggy_door_images/happy_dog.jpg").exists() and leftovers(lesson.tmp) == []
+
+
+def test_weights_in_the_mirror_are_checked_against_its_sha256sums(lesson):
+    weights = lesson.mirror / WEIGHTS
+    weights.write_bytes(fake_h5(4096, seed=1))  # a valid-looking HDF5 file, but not the listed one
+    assert "does not match its sha256" in error_of(data.fetch, mirror=lesson.mirror)
+    assert not target(lesson, WEIGHTS).exists()
+
+
+def test_truncated_weights_in_a_mirror_without_sums_are_refused(lesson):
+    (lesson.mirror / "SHA256SUMS").unlink()
+    (lesson.mirror / WEIGHTS).write_bytes(fake_h5(4096)[:2000])
+    assert error_of(data.fetch, mirror=lesson.mirror) == (
+        f"{WEIGHTS} from mirror {lesson.mirror} is incomplete (2,000 of 4,096 bytes): replace that copy")
+
+
+# ------------------------------------------------------------------ archives
+
+
+def test_zip_archive_cannot_write_outside_the_data_folder(lesson, monkeypatch):
+    member = "cats_and_dogs_filtered/train/cats/cat.0.jpg"
+    archive = lesson.tmp / "downloads" / "cats_and_dogs_filtered.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(member, b"meow")
+        z.writestr("../../escaped.txt", b"evil")
+        z.writestr("cats_and_dogs_filtered/../../../escaped2.txt", b"evil")
+        z.writestr(str(lesson.tmp / "absolute_escape.txt"), b"evil")
+        z.writestr("cats_and_dogs_filtered/train/cats/extra.jpg", b"not registered")
+    write_registry(lesson.registry, [(f"data/{member}", sha(b"meow"), f"zip:{member}", "https://example.invalid/c.zip")])
+    monkeypatch.setattr(pooch, "retrieve", lambda url, **kwargs: str(archive))
+    data.fetch()
+    written = sorted(str(p.relative_to(lesson.tmp)) for p in lesson.tmp.rglob("*")
+                     if p.is_file() and lesson.mirror not in p.parents)
+    assert written == ["data/.fetch.lock", f"data/{member}", "downloads/cats_and_dogs_filtered.zip", "registry.csv"]
+    assert (lesson.data / member).read_bytes() == b"meow"
+    assert not list(lesson.tmp.parent.glob("escaped*.txt")) and not list(lesson.tmp.rglob("escaped*.txt"))
+
+
+def test_damaged_zip_is_deleted_and_reported(lesson, monkeypatch):
+    archive = lesson.tmp / "downloads" / "c.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(b"PK\x03\x04 cut short")
+    write_registry(lesson.registry, [("data/c/x.jpg", sha(b"x"), "zip:c/x.jpg", "https://example.invalid/c.zip")])
+    monkeypatch.setattr(pooch, "retrieve", lambda url, **kwargs: str(archive))
+    assert error_of(data.fetch) == ("https://example.invalid/c.zip is not a complete zip file "
+                                    "(the bad download was deleted: run the fetch again)")
+    assert not archive.exists()
+
+
+@pytest.mark.parametrize("bad_path", ["data/../../escaped.txt", "data/dogs/../../../escaped.txt",
+                                      "keras/models/../../escaped.h5", "/etc/escaped.txt", "other/x.jpg"])
+def test_registry_paths_cannot_leave_their_folders(lesson, bad_path):
+    write_registry(lesson.registry, [(bad_path, sha(b"x"), "download", "https://example.invalid/x")])
+    (lesson.mirror / "escaped.txt").write_bytes(b"x")
+    message = error_of(data.fetch, mirror=lesson.mirror)
+    assert message == f"{lesson.registry}: {bad_path!r} is not a plain data/... or keras/models/... path: fix that line"
+    assert list(lesson.tmp.rglob("escaped*")) == [lesson.mirror / "escaped.txt"]
+    assert not list(lesson.tmp.parent.glob("escaped*"))
+
+
+# ------------------------------------------------------------------ an interrupted download, for real
+
+
+class CutShortHandler(http.server.BaseHTTPRequestHandler):
+    body = b""
+    complete = False
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body if self.complete else self.body[: len(self.body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_interrupted_download_leaves_nothing_pooch_would_reuse(lesson, monkeypatch):
+    """Real pooch + requests against a local server that hangs up half-way; then a good download."""
+    body = lesson.files["data/doggy_door_images/happy_dog.jpg"]
+    CutShortHandler.body = body
+    server = http.server.HTTPServer(("127.0.0.1", 0), CutShortHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/happy_dog.jpg"
+        write_registry(lesson.registry, [("data/doggy_door_images/happy_dog.jpg", sha(body), "download", url)])
+        monkeypatch.setattr(pooch, "retrieve", REAL_RETRIEVE)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        CutShortHandler.complete = False
+        message = error_of(data.fetch)
+        assert message == (f"the download of {url} stopped before the end (ChunkedEncodingError; nothing was "
+                           "kept): run the fetch again, or use a mirror (--mirror DIR or LESSON_MIRROR=DIR)")
+        downloads = lesson.tmp / "downloads"
+        assert not downloads.exists() or not any(downloads.iterdir())
+        assert not target(lesson, "data/doggy_door_images/happy_dog.jpg").exists()
+        CutShortHandler.complete = True
+        data.fetch()
+        assert all_ok(lesson)
+    finally:
+        server.shutdown()
+
+
+# ------------------------------------------------------------------ two processes at once
+
+
+CHILD = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from lesson_helpers import data
+
+    registry, mirror, log, go = sys.argv[1:5]
+    data.registry_file = lambda: Path(registry)
+    real_write = data._atomic_write
+
+    def logged_write(target, content):   # slow, and logged, so overlapping writers would show
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} start {target.name} {time.monotonic()}\\n")
+        time.sleep(0.02)
+        real_write(target, content)
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} end {target.name} {time.monotonic()}\\n")
+    data._atomic_write = logged_write
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    data.fetch(mirror=mirror)
+    print("done")
+""")
+
+
+def test_two_processes_fetching_at_once_do_not_corrupt_each_other(lesson):
+    log, go = lesson.tmp / "writes.log", lesson.tmp / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(lesson.registry), str(lesson.mirror), str(log),
+                                  str(go)], env=env, cwd=lesson.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(3)]
+    time.sleep(0.5)   # let all three import and wait at the start line
+    go.touch()
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0 and out == "done\n", err
+    events = [line.split() for line in log.read_text().splitlines()]
+    # Each file was written exactly once (the first process did it all; the others found it valid) ...
+    assert sorted(name for _, kind, name, _ in events if kind == "start") == sorted(
+        Path(rel).name for rel in lesson.files)
+    # ... and the writes never overlapped.
+    assert [kind for _, kind, _, _ in sorted(events, key=lambda e: float(e[3]))] == ["start", "end"] * len(lesson.files)
+    assert all_ok(lesson) and leftovers(lesson.tmp) == []
+
+
+def test_a_fetch_that_waits_too_long_says_so(lesson, monkeypatch):
+    lesson.data.mkdir(parents=True)
+    monkeypatch.setattr(data, "LOCK_TIMEOUT_S", 0.2)
+    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time\n"
+                               "with filelock.FileLock(sys.argv[1]):\n    print('held', flush=True)\n"
+                               "    time.sleep(30)\n", str(lesson.data / ".fetch.lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert error_of(data.fetch, mirror=lesson.mirror) == (
+            f"another fetch (another notebook or terminal) has held {lesson.data / '.fetch.lock'} for 0.2 s: "
+            "wait for it to finish, or stop it and run this again")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not lesson.models.exists() or not any(lesson.models.iterdir())
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_cli_check_exit_codes_and_lines(lesson, capsys):
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6 and all(line.startswith("missing   ") for line in out[:5])
+    assert out[5] == f"5 files: 5 missing (data: {lesson.data}, weights: {lesson.models})"
+    assert main(["fetch", "--mirror", str(lesson.mirror)]) == 0
+    assert capsys.readouterr().out == f"5 files: 5 ok (data: {lesson.data}, weights: {lesson.models})\n"
+    assert main(["check", "--all"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 6
+
+
+def test_cli_unknown_episode(lesson, capsys):
+    assert main(["check", "--episode", "9"]) == 1
+    assert capsys.readouterr().err == "error: there is no episode 9: choose from [1, 2, 3]\n"
+
+
+def run_cli(*args, **env):
+    return subprocess.run([sys.executable, "-m", "lesson_helpers", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def test_cli_as_a_process_with_the_real_registry(tmp_path):
+    env = {"LESSON_DATA_DIR": str(tmp_path / "data"), "KERAS_HOME": str(tmp_path / "keras_home"), "LESSON_MIRROR": ""}
+    run = run_cli("fetch", "--episode", "1", "--mirror", str(tmp_path / "nowhere"), **env)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == (f"error: the mirror {tmp_path / 'nowhere'} is not a folder: check the path given to "
+                          "--mirror or LESSON_MIRROR\n")
+    run = run_cli("check", "--episode", "1", **env)
+    assert run.returncode == 1
+    assert run.stdout.splitlines()[-1].startswith("9 files: 9 missing (data: " + str(tmp_path / "data"))
+
+
+@pytest.mark.skipif(not (OFFLINE / "SHA256SUMS").is_file(), reason="no offline mirror beside the repo")
+def test_cli_fetch_episode_1_from_the_offline_mirror(tmp_path):
+    env = {"LESSON_DATA_DIR": str(tmp_path / "data"), "KERAS_HOME": str(tmp_path / "keras_home")}
+    run = run_cli("fetch", "--episode", "1", "--mirror", str(OFFLINE), **env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == (f"9 files: 8 ok, 1 stand-in (data: {tmp_path / 'data'}, "
+                                           f"weights: {tmp_path / 'keras_home' / 'models'})")
+    assert (tmp_path / "data" / "doggy_door_images" / "happy_dog.jpg").is_file()
+
+
+# ------------------------------------------------------------------ where Keras looks for weights
+
+
+def test_keras_cache_dir_falls_back_to_tmp_when_home_is_read_only(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data.keras_cache_dir() == tmp_path / ".keras" / "models"
+    real_access = os.access
+    monkeypatch.setattr(data.os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
+    assert data.keras_cache_dir() == Path("/tmp/.keras/models")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keras_home_set", [True, False])
+def test_keras_cache_dir_agrees_with_keras(tmp_path, keras_home_set):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_HOME"}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    (tmp_path / "home").mkdir()
+    if keras_home_set:
+        env["KERAS_HOME"] = str(tmp_path / "keras_home")
+    code = ("import json\nfrom keras.src.backend import config\nfrom lesson_helpers import data\n"
+            "print(json.dumps([config.keras_home(), str(data.keras_cache_dir())]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    keras_home, ours = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = tmp_path / "keras_home" if keras_home_set else tmp_path / "home" / ".keras"
+    assert Path(keras_home) == expected
+    assert Path(ours) == Path(keras_home) / "models"
