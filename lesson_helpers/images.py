@@ -91,8 +91,15 @@ def open_image(path, size=None, keep_aspect_ratio=False):
             image.load()
         except (OSError, SyntaxError, ValueError) as err:
             raise LessonImageError(_damaged(path, err)) from None
-        image = ImageOps.exif_transpose(image)  # a new, upright image
-    image = _to_rgb(image)
+        try:
+            image = ImageOps.exif_transpose(image)  # a new, upright image
+        except Exception:  # a damaged EXIF block: show the picture as stored
+            image = image.copy()
+    try:
+        image = _to_rgb(image)
+    except ValueError:
+        raise LessonImageError(f"{path} uses the colour mode {image.mode}, which this lesson cannot convert: "
+                               "save it as an ordinary RGB JPEG or PNG") from None
     if size is not None:
         image = _resized(image, size, keep_aspect_ratio, path)
     return image
@@ -184,7 +191,13 @@ def _checked_size(size):
 
 
 def _existing_file(path):
-    text = os.fspath(path)
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        raise LessonImageError(f"expected the path of an image file (a str or Path), got a "
+                               f"{type(path).__name__}: pass the file's path, e.g. 'data/my_dog.jpg'") from None
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
     if isinstance(text, str) and text.startswith(("http://", "https://")):
         raise LessonImageError(f"{text} is a web address: download the picture first, e.g. "
                                "path = keras.utils.get_file(origin=url), then load that path")

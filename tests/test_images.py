@@ -133,6 +133,10 @@ def test_folder_instead_of_file(tmp_path):
     assert "is a folder: give the path of one image file" in raised(tmp_path)
 
 
+def test_not_a_path_at_all(tmp_path):
+    assert "expected the path of an image file (a str or Path), got a Image" in raised(Image.new("RGB", (4, 4)))
+
+
 def test_web_address_says_download_first():
     assert "download the picture first" in raised("https://example.org/dog.jpg")
 
