@@ -1,8 +1,12 @@
 """Helpers for the "Pretrained models & transfer learning" lesson.
 
-Only what learners should not have to type lives here: fetching and verifying
-the lesson's data and pretrained weights. The episodes themselves use Keras
-directly.
+Only what learners should not have to type lives here:
+
+- ``data``: fetching and verifying the lesson's data and pretrained weights;
+- ``images``: loading learners' own photos safely, checking an image folder;
+- ``results``: recording an episode's key numbers for the lesson's tests.
+
+The episodes themselves use Keras directly.
 """
 
 from .data import LessonDataError, check, data_dir, fetch, fetch_episode_data, keras_cache_dir
