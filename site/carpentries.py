@@ -27,6 +27,9 @@ from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 
 STATIC = Path(__file__).parent / "static"
+# Colab's badge image, and the copy the site shows instead (so that pages look right offline).
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+LOCAL_BADGE = "/site/static/colab-badge.svg"
 DETAILS_OPEN = re.compile(r"^\s*<details>\s*(?:<summary>(?P<summary>.*?)</summary>)?\s*$", re.S | re.I)
 DETAILS_CLOSE = re.compile(r"^\s*</details>\s*$", re.I)
 
@@ -110,6 +113,9 @@ def add_episode_structure(app, docname, source):
         heading = f"# {meta.get('title', docname)}\n\n{badge}"
         cells.insert(0, _markdown_cell(heading + overview_markdown(meta), "site-overview"))
     cells.append(_markdown_cell(keypoints_markdown(meta), "site-keypoints"))
+    for cell in cells:
+        if cell["cell_type"] == "markdown":
+            cell["source"] = "".join(cell["source"]).replace(COLAB_BADGE, LOCAL_BADGE)
     notebook["cells"] = cells
     source[0] = json.dumps(notebook)
 
