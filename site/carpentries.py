@@ -24,8 +24,10 @@ from pathlib import Path
 import yaml
 from docutils import nodes
 from sphinx import addnodes
+from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # Colab's badge image, and the copy the site shows instead (so that pages look right offline).
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -212,9 +214,13 @@ class ScheduleDirective(SphinxDirective):
         elapsed = 0
         for name in config.get("episodes", []):
             path = root / "lessons" / name
-            for dependency in (path, path.with_suffix(".ipynb")):
-                if dependency.exists():
-                    self.env.note_dependency(str(dependency))
+            present = [p for p in (path, path.with_suffix(".ipynb")) if p.is_file()]
+            if not present:
+                logger.warning(f"_config.yml lists the episode {name}, but lessons/ has no such file",
+                               location=(self.env.docname, self.lineno))
+                continue
+            for dependency in present:
+                self.env.note_dependency(str(dependency))
             meta = episode_front_matter(path)
             docname = f"lessons/{Path(name).stem}"
             link = addnodes.pending_xref("", refdomain="std", reftype="doc", reftarget=f"/{docname}",
