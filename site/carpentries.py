@@ -252,6 +252,19 @@ def _clock(minutes):
 
 # --- set-up ---------------------------------------------------------------------------------------
 
+def drop_duplicate_scripts(app, pagename, templatename, context, doctree):
+    """Keep one copy of each <script>: sphinx-thebe (loaded by Jupyter Book 1.x) adds its inline
+    set-up script twice, and the second `const THEBE_JS_URL` is a JavaScript error on every page."""
+    seen, unique = set(), []
+    for script in context.get("script_files", []):
+        # an inline script has filename None or "" depending on who added it
+        key = (getattr(script, "filename", None) or "", repr(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
 def add_static_path(app):
     app.config.html_static_path.append(str(STATIC))
 
@@ -263,5 +276,6 @@ def setup(app):
     app.connect("source-read", add_episode_structure)
     app.connect("doctree-read", structure_doctree)
     app.connect("builder-inited", add_static_path)
+    app.connect("html-page-context", drop_duplicate_scripts, priority=100)  # early: a later handler may end the event
     app.add_css_file("carpentries.css")
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -45,6 +45,8 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--window-size=1280,900",
+    # Nothing but the test's own server: other hosts fail at once instead of waiting for a timeout.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 
 pytestmark = pytest.mark.slow
@@ -347,6 +349,9 @@ def test_every_page_in_chromium(site, browser):
             problems.append(f"{page}: images that did not load: {state['brokenImages']}")
         if not state["title"] and page not in ("genindex.html", "search.html"):
             problems.append(f"{page}: no title (h1)")
+        errors = [e["params"]["exceptionDetails"] for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
+        if errors:
+            problems.append(f"{page}: JavaScript errors: {[(e.get('text'), e.get('url'), e.get('exception', {}).get('description')) for e in errors]}")
     assert not problems, "\n".join(problems)
 
 
