@@ -282,8 +282,9 @@ PAGE_STATE = """(() => {
   };
 })()"""
 
-SOLUTION_STATE = """(() => {
-  const details = document.querySelector("article section.challenge details.solution");
+SOLUTION_STATE = """((index) => {
+  const all = document.querySelectorAll("article details.solution");
+  const details = all[index];
   if (!details) return null;
   const body = details.querySelector(".solution-body");
   const summary = details.querySelector("summary");
@@ -291,6 +292,8 @@ SOLUTION_STATE = """(() => {
   const box = summary.getBoundingClientRect();
   const section = details.closest("section").getBoundingClientRect();
   return {
+    count: all.length,
+    inChallenge: !!details.closest("section.challenge"),
     open: details.open,
     bodyVisible: body.checkVisibility() && body.getBoundingClientRect().height > 0,
     summaryText: summary.innerText,
@@ -298,7 +301,7 @@ SOLUTION_STATE = """(() => {
     clip: {x: 0, y: Math.max(0, section.top + window.scrollY - 10),
            width: document.documentElement.clientWidth, height: Math.min(section.height + 20, 4000)},
   };
-})()"""
+})"""
 
 
 def plain(text):
@@ -373,10 +376,14 @@ def test_episode_page_structure(site, browser, stem):
     assert colab_url(stem) in state["colabLinks"], f"no 'Open in Colab' link to {colab_url(stem)}"
     assert state["challenges"] >= 1, "no challenge on the page"
 
-    before = browser.js(SOLUTION_STATE)
-    assert before is not None, "no challenge with a collapsible solution"
-    assert not before["open"] and not before["bodyVisible"], "the solution is visible before any click"
-    browser.click(before["x"], before["y"])
-    after = browser.js(SOLUTION_STATE)
-    assert after["open"] and after["bodyVisible"], "the solution did not open when its summary was clicked"
-    browser.screenshot(SHOTS / f"lessons__{stem}__solution-open.png", clip=after["clip"])
+    first = browser.js(f"({SOLUTION_STATE})(0)")
+    assert first is not None and first["inChallenge"], "no challenge with a collapsible solution"
+    for index in range(first["count"]):  # every solution on the page, one click each
+        before = browser.js(f"({SOLUTION_STATE})({index})")
+        where = f"solution {index + 1} of {first['count']}"
+        assert not before["open"] and not before["bodyVisible"], f"{where} is visible before any click"
+        browser.click(before["x"], before["y"])
+        after = browser.js(f"({SOLUTION_STATE})({index})")
+        assert after["open"] and after["bodyVisible"], f"{where} did not open when its summary was clicked"
+        if index == 0:
+            browser.screenshot(SHOTS / f"lessons__{stem}__solution-open.png", clip=after["clip"])
