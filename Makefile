@@ -19,8 +19,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 data: setup
 	$(BIN)/python -m lesson_helpers fetch
 
+# JupyterLab refuses to run as root (containers, some cloud machines) unless told it may.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: data
-	$(BIN)/jupyter lab lessons/
+	$(BIN)/jupyter lab $(LAB_FLAGS) lessons/
 
 test: data
 	$(BIN)/python -m pytest
@@ -29,9 +31,10 @@ test: data
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow"
 
-# Regenerate the notebooks from their markdown sources (the single source).
+# Regenerate the notebooks from their markdown sources (the single source);
+# --update keeps the cell ids of unchanged cells, so diffs stay small.
 notebooks: setup
-	$(BIN)/jupytext --to ipynb lessons/[0-9]*.md
+	$(BIN)/jupytext --to ipynb --update lessons/[0-9]*.md
 
 bench: data
 	$(BIN)/python tools/benchmark.py
