@@ -55,7 +55,7 @@ def record_results(episode, **numbers):
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
+            json.dump(record, f, indent=2)  # phases stay in the order they ran
             f.write("\n")
         os.replace(tmp, target)
     except BaseException:
