@@ -77,7 +77,7 @@ def fmt(value, digits=3):
 
 
 def main(prefixes):
-    rows = []
+    rows, failed = [], []
     for name in episodes():
         if prefixes and not any(name.startswith(p) for p in prefixes):
             continue
@@ -88,7 +88,14 @@ def main(prefixes):
             continue
         print(f"running {notebook.name} ...", flush=True)
         started_at = time.time()
-        wall = run(notebook)
+        try:
+            wall = run(notebook)
+        except Exception as err:  # report it and go on with the next episode
+            print(f"  FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
+                  flush=True)
+            failed.append(number)
+            rows.append((number, None, {}, {}))
+            continue
         record = {}
         path = results_path(number)
         if path.is_file():
@@ -106,15 +113,16 @@ def main(prefixes):
     for number, wall, accuracies, phases in rows:
         phase_text = ", ".join(f"{k} {v:.0f}" for k, v in phases.items()) or "–"
         acc_text = ", ".join(f"{k} {fmt(v)}" for k, v in accuracies.items()) or "–"
-        lines.append(f"| {number:02d} | {wall:.0f} | {phase_text} | {acc_text} |")
-    total = sum(wall for _, wall, _, _ in rows)
+        lines.append(f"| {number:02d} | {'FAILED' if wall is None else f'{wall:.0f}'} | {phase_text} | {acc_text} |")
+    total = sum(wall for _, wall, _, _ in rows if wall is not None)
     lines.append(f"| all | {total:.0f} | | |")
     table = "\n".join(lines)
     print()
     print(table)
     results_dir().mkdir(parents=True, exist_ok=True)
     (results_dir() / "benchmark.md").write_text(table + "\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
