@@ -81,6 +81,26 @@ def test_colab_link_points_to_the_episode_notebook(stem):
     assert url.endswith(f"/blob/{BRANCH}/lessons/{stem}.ipynb")
 
 
+@pytest.mark.parametrize("stem", EPISODES)
+def test_episode_has_colab_badge_under_its_title(stem):
+    source = (ROOT / "lessons" / f"{stem}.md").read_text(encoding="utf-8")
+    body = source.split("\n---\n", 1)[1] if source.startswith("---\n") else source
+    first_lines = [line for line in body.splitlines() if line.strip()][:2]
+    assert badge(stem) in first_lines, (
+        f"lessons/{stem}.md: the first line after the front matter (or after the '# title') must be\n"
+        f"{badge(stem)}")
+    first_markdown = cells_of(stem, "markdown")[0]
+    assert badge(stem) in first_markdown.splitlines()[:3], (
+        f"lessons/{stem}.ipynb: the first markdown cell lacks the Colab badge: run "
+        f"`.venv/bin/jupytext --to ipynb --update lessons/{stem}.md`")
+
+
+def test_readme_links_every_episode_to_colab():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [colab_url(stem) for stem in EPISODES if colab_url(stem) not in readme]
+    assert not missing, "README.md has no 'Open in Colab' link to:\n" + "\n".join(missing)
+
+
 def test_no_colab_link_to_another_repository_or_notebook():
     """Badges copied from another episode, or left over from a fork, point to the wrong place."""
     allowed = {colab_url(stem) for stem in EPISODES}
