@@ -69,6 +69,8 @@ def _bullets(items):
 
 def overview_markdown(meta):
     minutes = f"**Teaching:** {meta.get('teaching', '?')} min · **Exercises:** {meta.get('exercises', '?')} min"
+    if meta.get("runtime_cpu_seconds"):
+        minutes += f" · **Notebook run time:** {meta['runtime_cpu_seconds']} s on a 2-core CPU"
     return (f"\n\n````{{admonition}} Overview\n:class: overview\n\n{minutes}\n\n"
             f"**Questions**\n\n{_bullets(meta.get('questions'))}\n\n"
             f"**Objectives**\n\n{_bullets(meta.get('objectives'))}\n````\n\n")

@@ -16,6 +16,7 @@ def test_front_matter_is_complete(episode):
     missing = [key for key in CARPENTRIES_KEYS if not meta.get(key)]
     assert not missing, f"{episode.name}: front matter lacks {missing}"
     assert isinstance(meta["teaching"], int) and isinstance(meta["exercises"], int)
+    assert isinstance(meta.get("runtime_cpu_seconds"), int), f"{episode.name}: add the measured runtime_cpu_seconds"
     assert "FIX" not in json.dumps(meta), f"{episode.name}: placeholder left in the front matter"
     assert meta["jupyter"]["kernelspec"]["name"] == "python3"
 
