@@ -114,18 +114,20 @@ def entries_for(episodes=None):
     return [e for e in entries if e.group in groups]
 
 
-def data_dir():
-    """The lesson's data folder.
-
-    ``$LESSON_DATA_DIR`` if set; else ``data/`` of the lesson repository when
-    the helpers are used from a checkout; else ``./data`` (e.g. on Colab).
-    """
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
+def lesson_folder(name, env_var):
+    """A folder of the lesson: ``$env_var`` if set; else ``name/`` of the lesson repository when
+    the helpers are used from a checkout; else ``./name`` (e.g. on Colab)."""
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var]).expanduser().resolve()
     repo = Path(__file__).resolve().parents[1]
     if (repo / "_config.yml").is_file() and (repo / "lessons").is_dir():
-        return repo / "data"
-    return Path.cwd() / "data"
+        return repo / name
+    return Path.cwd() / name
+
+
+def data_dir():
+    """The lesson's data folder: ``$LESSON_DATA_DIR``, else ``data/`` (see :func:`lesson_folder`)."""
+    return lesson_folder("data", DATA_DIR_ENV)
 
 
 def keras_cache_dir():

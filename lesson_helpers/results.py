@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .data import lesson_folder
+
 RESULTS_DIR_ENV = "LESSON_RESULTS_DIR"
 
 # When the set-up cell imported the helpers: the start of the episode's wall time.
@@ -18,12 +20,7 @@ _IMPORTED_AT = time.perf_counter()
 
 def results_dir():
     """``$LESSON_RESULTS_DIR`` if set; else ``results/`` of the lesson repository (``./results`` outside one)."""
-    if os.environ.get(RESULTS_DIR_ENV):
-        return Path(os.environ[RESULTS_DIR_ENV]).expanduser().resolve()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "_config.yml").is_file() and (repo / "lessons").is_dir():
-        return repo / "results"
-    return Path.cwd() / "results"
+    return lesson_folder("results", RESULTS_DIR_ENV)
 
 
 def results_path(episode):

@@ -21,7 +21,6 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
-import filelock
 import pooch
 import pytest
 import requests
