@@ -12,6 +12,7 @@ are always verified before they are put in place.
 """
 
 import bz2
+import contextlib
 import csv
 import errno
 import hashlib
@@ -412,28 +413,18 @@ def fetch(episodes=None, mirror=None):
     return folder
 
 
-class _locked:
+@contextlib.contextmanager
+def _locked(folders):
     """Hold a file lock in each folder (always in the same order), with a clear message on timeout."""
-
-    def __init__(self, folders):
-        self.locks = [filelock.FileLock(Path(f) / ".fetch.lock", timeout=LOCK_TIMEOUT_S) for f in folders]
-        self.held = []
-
-    def __enter__(self):
-        try:
-            for lock in self.locks:
-                lock.acquire()
-                self.held.append(lock)
-        except filelock.Timeout as err:
-            self.__exit__()
-            raise LessonDataError(
-                f"another fetch (another notebook or terminal) has held {err.lock_file} for "
-                f"{LOCK_TIMEOUT_S} s: wait for it to finish, or stop it and run this again") from None
-        return self
-
-    def __exit__(self, *exc):
-        while self.held:
-            self.held.pop().release()
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            try:
+                stack.enter_context(filelock.FileLock(Path(folder) / ".fetch.lock", timeout=LOCK_TIMEOUT_S))
+            except filelock.Timeout as err:
+                raise LessonDataError(
+                    f"another fetch (another notebook or terminal) has held {err.lock_file} for "
+                    f"{LOCK_TIMEOUT_S} s: wait for it to finish, or stop it and run this again") from None
+        yield
 
 
 def check(episodes=None):
