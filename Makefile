@@ -7,10 +7,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup data lab test test-fast notebooks bench clean-data site
+.PHONY: setup data lab test test-fast notebooks metadata bench clean-data site
 
 setup: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
@@ -35,6 +35,10 @@ test-fast: setup
 # --update keeps the cell ids of unchanged cells, so diffs stay small.
 notebooks: setup
 	$(BIN)/jupytext --to ipynb --update lessons/[0-9]*.md
+
+# The README's table of episodes and _toc.yml, written from _config.yml (a test checks they agree).
+metadata: setup
+	$(BIN)/python tools/sync_lesson.py
 
 bench: data
 	$(BIN)/python tools/benchmark.py

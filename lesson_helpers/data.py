@@ -26,16 +26,10 @@ from pathlib import Path
 
 import filelock
 
+from . import lesson
+
 DATA_DIR_ENV = "LESSON_DATA_DIR"
 MIRROR_ENV = "LESSON_MIRROR"
-
-# The files an episode needs, by registry group (a group is the folder under
-# data/, or one of the Keras model groups below).
-EPISODE_GROUPS = {
-    1: ("doggy_door_images", "extra_animals", "mobilenet_v2_imagenet"),
-    2: ("presidential_doggy_door", "cats_and_dogs_filtered", "mobilenet_v2_no_top"),
-    3: ("cats_and_dogs_filtered", "mobilenet_v2_no_top"),
-}
 
 # sha256 of the offline stand-in MobileNetV2 weights (see the offline mirror's
 # MANIFEST.md): real convolutional features, but a head that knows 19 dog
@@ -108,10 +102,11 @@ def entries_for(episodes=None):
         return entries
     groups = set()
     for episode in episodes:
-        if episode not in EPISODE_GROUPS:
-            raise LessonDataError(
-                f"there is no episode {episode}: choose from {sorted(EPISODE_GROUPS)}")
-        groups.update(EPISODE_GROUPS[episode])
+        try:
+            groups.update(lesson.episode(episode).data)  # the episode's `data:` in _config.yml
+        except (KeyError, ValueError, TypeError):
+            raise LessonDataError(f"there is no episode {episode!r}: choose from "
+                                  f"{[e.number for e in lesson.episodes()]}") from None
     return [e for e in entries if e.group in groups]
 
 
@@ -120,9 +115,8 @@ def lesson_folder(name, env_var):
     the helpers are used from a checkout; else ``./name`` (e.g. on Colab)."""
     if os.environ.get(env_var):
         return Path(os.environ[env_var]).expanduser().resolve()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "_config.yml").is_file() and (repo / "lessons").is_dir():
-        return repo / name
+    if lesson.in_checkout():
+        return lesson.REPO / name
     return Path.cwd() / name
 
 

@@ -17,17 +17,30 @@ look, without changing the episode files:
 """
 
 import html
+import importlib.util
 import json
 import re
 from pathlib import Path
 
-import yaml
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 logger = logging.getLogger(__name__)
+
+
+def _load_lesson_metadata():
+    """lesson_helpers/lesson.py, the one reader of _config.yml, loaded by path: this site's own
+    environment does not have the lesson's helpers (or their dependencies) installed."""
+    path = Path(__file__).resolve().parents[1] / "lesson_helpers" / "lesson.py"
+    spec = importlib.util.spec_from_file_location("lesson_metadata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lesson = _load_lesson_metadata()
 STATIC = Path(__file__).parent / "static"
 # Colab's badge image, and the copy the site shows instead (so that pages look right offline).
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -38,29 +51,12 @@ DETAILS_CLOSE = re.compile(r"^\s*</details>\s*$", re.I)
 
 # --- front matter -------------------------------------------------------------------------------
 
-def split_front_matter(text):
-    """(front matter dict, rest) of a text that starts with a ``---`` YAML block, else (None, text)."""
-    match = re.match(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", text, re.S)
-    if not match:
-        return None, text
-    return yaml.safe_load(match.group(1)) or {}, text[match.end():]
-
-
 def notebook_front_matter(notebook):
     """The Carpentries front matter of a notebook (its first raw cell), or None."""
     for cell in notebook.get("cells", [])[:1]:
         if cell.get("cell_type") == "raw":
-            return split_front_matter("".join(cell.get("source", "")))[0]
+            return lesson.split_front_matter("".join(cell.get("source", "")))[0]
     return None
-
-
-def episode_front_matter(path):
-    """Front matter of an episode, from its .ipynb (or its .md when there is no notebook yet)."""
-    path = Path(path)
-    notebook = path.with_suffix(".ipynb")
-    if notebook.is_file():
-        return notebook_front_matter(json.loads(notebook.read_text(encoding="utf-8"))) or {}
-    return split_front_matter(path.with_suffix(".md").read_text(encoding="utf-8"))[0] or {}
 
 
 def _bullets(items):
@@ -203,8 +199,6 @@ class ScheduleDirective(SphinxDirective):
     """A table of the episodes with their times, from _config.yml and each episode's front matter."""
 
     def run(self):
-        root = Path(self.env.srcdir)
-        config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
         table = nodes.table(classes=["schedule"])
         group = nodes.tgroup(cols=4)
         table += group
@@ -214,17 +208,16 @@ class ScheduleDirective(SphinxDirective):
         body = nodes.tbody()
         group += body
         elapsed = 0
-        for name in config.get("episodes", []):
-            path = root / "lessons" / name
-            present = [p for p in (path, path.with_suffix(".ipynb")) if p.is_file()]
+        for ep in lesson.episodes():
+            present = [p for p in (ep.source, ep.notebook) if p.is_file()]
             if not present:
-                logger.warning(f"_config.yml lists the episode {name}, but lessons/ has no such file",
+                logger.warning(f"_config.yml lists the episode {ep.file}, but lessons/ has no such file",
                                location=(self.env.docname, self.lineno))
                 continue
             for dependency in present:
                 self.env.note_dependency(str(dependency))
-            meta = episode_front_matter(path)
-            docname = f"lessons/{Path(name).stem}"
+            meta = ep.front_matter()
+            docname = ep.docname
             link = addnodes.pending_xref("", refdomain="std", reftype="doc", reftarget=f"/{docname}",
                                          refexplicit=True, refdoc=self.env.docname)
             link += nodes.inline(text=meta.get("title", docname))

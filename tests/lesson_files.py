@@ -3,19 +3,18 @@
 from pathlib import Path
 
 import jupytext
-import yaml
+
+from lesson_helpers import lesson
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
-EPISODES = [LESSONS / name for name in CONFIG["episodes"]]
+EPISODES = [ep.source for ep in lesson.episodes()]
 
 
 def front_matter(episode_md):
     """The Carpentries YAML header of an episode source."""
-    text = Path(episode_md).read_text()
-    assert text.startswith("---\n"), f"{episode_md} has no YAML front matter"
-    return yaml.safe_load(text.split("---\n", 2)[1])
+    assert Path(episode_md).read_text().startswith("---\n"), f"{episode_md} has no YAML front matter"
+    return lesson.front_matter(episode_md)
 
 
 def code_defining(episode_md, name):

@@ -28,21 +28,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lesson_helpers import lesson
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-REPO_URL = CONFIG["repository"]["url"].removesuffix(".git").rstrip("/")
-BRANCH = CONFIG["repository"].get("branch", "main")
-EPISODES = [Path(name).stem for name in CONFIG["episodes"]]
-BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-
-
-def colab_url(stem):
-    owner_repo = REPO_URL.removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/{BRANCH}/lessons/{stem}.ipynb"
+REPO_URL, BRANCH = lesson.repository()
+EPISODES = [ep.stem for ep in lesson.episodes()]
+colab_url = lesson.colab_url
 
 
 def badge(stem):
-    return f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(stem)})"
+    return f"[![Open In Colab]({lesson.COLAB_BADGE_IMAGE})]({colab_url(stem)})"
 
 
 def notebook(stem):
@@ -175,7 +170,7 @@ def build_wheel(out):
     assert result.returncode == 0, result.stdout + result.stderr
     source = out / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "_config.yml"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "lesson_helpers", source / "lesson_helpers",
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -34,13 +34,13 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-import yaml
+
+from lesson_helpers import lesson
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-EPISODES = [Path(name).stem for name in CONFIG["episodes"]]
+EPISODES = [ep.stem for ep in lesson.episodes()]
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -314,15 +314,10 @@ def plain(text):
 
 
 def front_matter(stem):
-    notebook = json.loads((ROOT / "lessons" / f"{stem}.ipynb").read_text(encoding="utf-8"))
-    raw = "".join(notebook["cells"][0]["source"])
-    return yaml.safe_load(raw.split("---")[1])
+    return lesson.front_matter(ROOT / "lessons" / f"{stem}.ipynb")
 
 
-def colab_url(stem):
-    repo = CONFIG["repository"]["url"].removeprefix("https://github.com/").removesuffix(".git")
-    return (f"https://colab.research.google.com/github/{repo}/blob/"
-            f"{CONFIG['repository'].get('branch', 'main')}/lessons/{stem}.ipynb")
+colab_url = lesson.colab_url
 
 
 # --- the tests --------------------------------------------------------------------------------

@@ -10,17 +10,16 @@ output-free. Wall time is measured here, around the whole run (kernel start
 included). The accuracies and per-phase times come from the results file the
 notebook's last cell writes (results/episode-NN.json, see
 lesson_helpers/results.py). The table is printed and written to
-results/benchmark.md.
+results/benchmark.md. An episode slower than its `budget_s` in _config.yml is
+marked OVER BUDGET, and the exit status is then 1.
 """
 
 import json
+import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
-
-import os
 
 import ipykernel.kernelspec
 import nbformat
@@ -29,6 +28,7 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from lesson_helpers import lesson  # noqa: E402
 from lesson_helpers.results import results_dir, results_path  # noqa: E402
 
 CURRENT_ENV = "lesson-benchmark-current-env"
@@ -43,13 +43,6 @@ class CurrentEnvKernelSpecs(KernelSpecManager):
             return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
                                           **ipykernel.kernelspec.get_kernel_dict())
         return super().get_kernel_spec(kernel_name)
-
-
-def episodes():
-    """Episode file names in the order _config.yml lists them (no YAML parser needed)."""
-    text = (REPO / "_config.yml").read_text()
-    block = text.split("episodes:", 1)[1]
-    return re.findall(r"^\s*-\s*(\S+\.md)\s*$", block, flags=re.M)
 
 
 def run(notebook):
@@ -78,13 +71,12 @@ def fmt(value, digits=3):
 
 def main(prefixes):
     rows, failed = [], []
-    for name in episodes():
-        if prefixes and not any(name.startswith(p) for p in prefixes):
+    for ep in lesson.episodes():
+        if prefixes and not any(ep.file.startswith(p) for p in prefixes):
             continue
-        notebook = REPO / "lessons" / name.replace(".md", ".ipynb")
-        number = int(name.split("-", 1)[0])
+        notebook, number = ep.notebook, ep.number
         if not notebook.is_file():
-            print(f"{name}: no notebook yet, skipped", flush=True)
+            print(f"{ep.file}: no notebook yet, skipped", flush=True)
             continue
         print(f"running {notebook.name} ...", flush=True)
         started_at = time.time()
@@ -105,7 +97,10 @@ def main(prefixes):
         accuracies = {k: v for k, v in record.items() if "accuracy" in k}
         phases = record.get("phase_times_s", {})
         rows.append((number, wall, accuracies, phases))
-        print(f"  {wall:.0f} s", flush=True)
+        over = f" OVER BUDGET ({ep.budget_s} s in _config.yml)" if ep.budget_s and wall > ep.budget_s else ""
+        if over:
+            failed.append(number)
+        print(f"  {wall:.0f} s{over}", flush=True)
 
     lines = [f"Benchmark on {platform.node()} ({platform.processor() or platform.machine()}), "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
