@@ -45,7 +45,8 @@ def test_lesson_metadata_is_complete():
     keywords = CONFIG["keywords"]
     assert isinstance(keywords, list) and keywords and all(isinstance(k, str) and k for k in keywords), (
         "_config.yml: `keywords` must be a list of words")
-    assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", CONFIG["contact"]), "_config.yml: `contact` must be an e-mail address"
+    assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", CONFIG["contact"]), (
+        "_config.yml: `contact` must be an e-mail address")
     assert CONFIG["life_cycle"] in ("pre-alpha", "alpha", "beta", "stable")
 
 
