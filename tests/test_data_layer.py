@@ -12,8 +12,12 @@ import http.server
 import io
 import json
 import os
+import re
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -21,7 +25,7 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
-import pooch
+import filelock
 import pytest
 import requests
 
@@ -491,18 +495,171 @@ def test_keras_cache_dir_falls_back_to_tmp_when_home_is_read_only(tmp_path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("keras_home_set", [True, False])
-def test_keras_cache_dir_agrees_with_keras(tmp_path, keras_home_set):
+@pytest.mark.parametrize("keras_home", ["set", "unset", "empty"])
+def test_keras_cache_dir_agrees_with_keras(tmp_path, keras_home):
+    """Where keras.utils.get_file (what keras.applications uses) really puts a file, and ours."""
     env = {k: v for k, v in os.environ.items() if k != "KERAS_HOME"}
     env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     (tmp_path / "home").mkdir()
-    if keras_home_set:
-        env["KERAS_HOME"] = str(tmp_path / "keras_home")
-    code = ("import json\nfrom keras.src.backend import config\nfrom lesson_helpers import data\n"
-            "print(json.dumps([config.keras_home(), str(data.keras_cache_dir())]))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    if keras_home != "unset":
+        env["KERAS_HOME"] = str(tmp_path / "keras_home") if keras_home == "set" else ""
+    name = f"lesson-test-{os.getpid()}-{keras_home}.txt"
+    code = ("import json, pathlib, sys\nimport keras\nfrom lesson_helpers import data\n"
+            "source = pathlib.Path(sys.argv[1])\nsource.write_text('x')\n"
+            "path = pathlib.Path(keras.utils.get_file(source.name, origin=source.resolve().as_uri(), "
+            "cache_subdir='models'))\nprint(json.dumps([str(path.parent), str(data.keras_cache_dir())]))\n"
+            "path.unlink()")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], capture_output=True, text=True,
+                         env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
-    keras_home, ours = json.loads(run.stdout.strip().splitlines()[-1])
-    expected = tmp_path / "keras_home" if keras_home_set else tmp_path / "home" / ".keras"
-    assert Path(keras_home) == expected
-    assert Path(ours) == Path(keras_home) / "models"
+    keras_models, ours = json.loads(run.stdout.strip().splitlines()[-1])
+    assert Path(ours) == Path(keras_models)
+    assert not (tmp_path / "models").exists()
+
+
+# ------------------------------------------------------------------ SHA256SUMS in both formats
+
+
+def test_sha256sums_in_binary_mode_format_is_read_and_enforced(lesson):
+    """`sha256sum -b` (Git Bash's default) writes 'HASH *path': those lines count too."""
+    sums = lesson.mirror / "SHA256SUMS"
+    sums.write_text("".join(f"{sha(c)} *./{rel}\r\n" for rel, c in lesson.files.items()))
+    assert data.read_sha256sums(sums)[WEIGHTS] == sha(lesson.files[WEIGHTS])
+    (lesson.mirror / WEIGHTS).write_bytes(fake_h5(4096, seed=1))   # valid-looking, but not the listed file
+    assert "does not match its sha256" in error_of(data.fetch, mirror=lesson.mirror)
+    assert not target(lesson, WEIGHTS).exists()
+
+
+@pytest.mark.parametrize("bad_line", ["not a checksum", "abc123  data/x.jpg", f"{'0' * 64} data/x.jpg",
+                                      f"{'0' * 64}\tdata/x.jpg", f"SHA256 (data/x.jpg) = {'0' * 64}"])
+def test_sha256sums_with_another_line_is_refused_naming_the_line(lesson, bad_line):
+    sums = lesson.mirror / "SHA256SUMS"
+    sums.write_text(f"\n{sha(b'x')}  data/ok.jpg\n{bad_line}\n")
+    assert error_of(data.fetch, mirror=lesson.mirror) == (
+        f"{sums}, line 3: not a checksum line (expected 'SHA256  path' or 'SHA256 *path', as sha256sum writes): "
+        "fix or delete that line")
+    assert not lesson.data.exists() or not any(p.is_file() and p.name != ".fetch.lock" for p in lesson.data.rglob("*"))
+
+
+# ------------------------------------------------------------------ shared and odd set-ups
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_fetched_files_get_the_permissions_of_ordinary_files(lesson, umask):
+    old = os.umask(umask)
+    try:
+        data.fetch(mirror=lesson.mirror)
+    finally:
+        os.umask(old)
+    for rel in lesson.files:
+        assert target(lesson, rel).stat().st_mode & 0o777 == 0o666 & ~umask, rel
+    assert (lesson.data / "doggy_door_images").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_complete_read_only_shared_folder_needs_no_writing(lesson, monkeypatch):
+    data.fetch(mirror=lesson.mirror)
+    for path in [lesson.data, *lesson.data.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    enforce_permission_bits(monkeypatch, lesson.data)
+    try:
+        data.fetch_episode_data(1)   # nothing to do: no lock, no write, no error
+    finally:
+        for path in [lesson.data, *lesson.data.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+def enforce_permission_bits(monkeypatch, folder):
+    """Under folder, make os.open and os.access honour the owner's mode bits, as they do for an ordinary
+    account (root, who runs these tests in CI, writes through any mode bits)."""
+    real_open, real_access = os.open, os.access
+    writes = os.O_WRONLY | os.O_RDWR
+
+    def read_only(path):
+        try:
+            return Path(path).is_relative_to(folder) and not os.stat(path).st_mode & stat.S_IWUSR
+        except OSError:
+            return False
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & writes and read_only(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_access(path, mode, *args, **kwargs):
+        return False if mode & os.W_OK and read_only(path) else real_access(path, mode, *args, **kwargs)
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "access", fake_access)
+
+
+def test_a_leftover_read_only_lock_file_is_replaced(lesson, monkeypatch):
+    lesson.data.mkdir(parents=True)
+    lock = lesson.data / ".fetch.lock"
+    lock.write_text("")
+    lock.chmod(0o444)
+    enforce_permission_bits(monkeypatch, lesson.tmp)
+    with pytest.raises(PermissionError):   # what filelock does with it (the crash of the issue)
+        filelock.FileLock(lock, timeout=0.1).acquire()
+    data.fetch(mirror=lesson.mirror)
+    assert all_ok(lesson)
+
+
+def test_keras_home_empty_is_handled_like_keras(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_HOME", "")
+    assert data.keras_cache_dir() == Path("/tmp/.keras/models")   # Keras: os.access('') is False -> /tmp/.keras
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert data.keras_cache_dir() == tmp_path / "kh" / "models"
+
+
+def test_a_folder_where_a_file_should_be(lesson, capsys):
+    dog = target(lesson, "data/doggy_door_images/happy_dog.jpg")
+    dog.mkdir(parents=True)
+    assert states(lesson)["data/doggy_door_images/happy_dog.jpg"] == "folder"
+    message = error_of(data.fetch, mirror=lesson.mirror)
+    assert message == (f"{dog} is a folder, but the lesson needs a file there: move or delete that folder, "
+                       "then fetch again")
+    assert main(["check"]) == 1
+    assert f"folder    {dog}  -> a folder is where this file belongs: move or delete it" in capsys.readouterr().out
+
+
+def test_a_file_where_the_data_folder_should_be(lesson, monkeypatch):
+    (lesson.tmp / "a_file").write_text("x")
+    monkeypatch.setenv("LESSON_DATA_DIR", str(lesson.tmp / "a_file"))
+    assert error_of(data.fetch, mirror=lesson.mirror) == (
+        f"the data folder {lesson.tmp / 'a_file'} is a file, not a folder: move that file, or set LESSON_DATA_DIR "
+        "to a folder you can write to")
+
+
+def test_check_summarises_a_group_of_many_missing_files(lesson, capsys):
+    rows = [(f"data/cats_and_dogs_filtered/c{i}.jpg", sha(b"x"), "download", "https://example.invalid/x")
+            for i in range(50)]
+    write_registry(lesson.registry, rows + [(rel, sha(c), "download", "https://example.invalid/y")
+                                            for rel, c in lesson.files.items() if rel != WEIGHTS])
+    data.fetch([1], mirror=lesson.mirror)
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["missing   50 files of cats_and_dogs_filtered/  -> run `python -m lesson_helpers fetch --episode 2` "
+                   "(add --mirror DIR when offline)",
+                   "episode 1: ready (4 files)",
+                   "episode 2: not fetched yet: run `python -m lesson_helpers fetch --episode 2`",
+                   "episode 3: not fetched yet: run `python -m lesson_helpers fetch --episode 3`",
+                   f"54 files: 50 missing, 4 ok (data: {lesson.data}, weights: {lesson.models})"]
+
+
+@pytest.mark.skipif(not (OFFLINE / "SHA256SUMS").is_file(), reason="no offline mirror beside the repo")
+def test_check_after_fetching_episode_1_is_a_short_summary(tmp_path):
+    env = {"LESSON_DATA_DIR": str(tmp_path / "data"), "KERAS_HOME": str(tmp_path / "keras_home")}
+    assert run_cli("fetch", "--episode", "1", "--mirror", str(OFFLINE), **env).returncode == 0
+    run = run_cli("check", **env)
+    lines = run.stdout.splitlines()
+    assert run.returncode == 1 and len(lines) <= 12, run.stdout
+    assert "episode 1: ready (9 files; 1 optional file(s) absent)" in lines
+    assert "episode 2: not fetched yet: run `python -m lesson_helpers fetch --episode 2`" in lines
+
+
+def test_every_message_provoked_here_is_one_short_line():
+    assert MESSAGES, "no test provoked an error"
+    for message in MESSAGES:
+        assert "\n" not in message and len(message) < 300, message
+        assert re.search(r"(data|keras)/|archive|mirror|/|\\", message), message   # names the file or folder
+        assert ": " in message, message                                          # ...: what to do
