@@ -459,16 +459,16 @@ def _folder_in_the_way(target):
 
 def _write_failure(target, err, elsewhere=None):
     """One line for an OSError while writing ``target``: what happened and what to do."""
-    if err.errno in (errno.EISDIR, errno.ENOTDIR):
-        return _folder_in_the_way(target if err.errno == errno.EISDIR else _first_non_folder(target))
-    if elsewhere is None:
-        variable = DATA_DIR_ENV if _inside(target, data_dir()) else "KERAS_HOME"
-        elsewhere = f"set {variable} to a folder on a disk with space you can write to"
+    variable = DATA_DIR_ENV if _inside(target, data_dir()) else "KERAS_HOME"
+    if err.errno == errno.EISDIR:
+        return _folder_in_the_way(target)
+    if err.errno == errno.ENOTDIR or (err.errno == errno.EEXIST and _first_non_folder(target) != target):
+        return (f"{_first_non_folder(target)} is a file, but a folder is needed there for {Path(target).name}: "
+                f"move that file, or {elsewhere or f'set {variable} to another folder'}")
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"no space left on the disk while writing {target}: free some space "
-                f"(the lesson needs about 120 MB), or {elsewhere}")
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {target} ({err.strerror or err}): {elsewhere}"
+        return (f"no space left on the disk while writing {target}: free some space (the lesson needs about "
+                f"120 MB), or {elsewhere or f'set {variable} to a folder on a disk with space you can write to'}")
+    elsewhere = elsewhere or f"set {variable} to a folder you can write to"
     return f"cannot write {target} ({err.strerror or err}): {elsewhere}"
 
 
@@ -505,7 +505,8 @@ def _writable_or_explain(folder, what, env_hint):
 def _checked(entry, content, source, mirror_sha=None):
     """The bytes to write for ``entry``, verified (a one-line LessonDataError otherwise)."""
     name = entry.path
-    fix = "replace that copy, or fetch online" if source.startswith("mirror ") else f"fetch again later, or {MIRROR_HINT}"
+    from_mirror = source.startswith("mirror ")
+    fix = "replace that copy, or fetch online" if from_mirror else f"fetch again later, or {MIRROR_HINT}"
     if entry.is_weights:
         expected = mirror_sha or entry.digest.removeprefix("sha256:")
         if expected:
@@ -619,9 +620,13 @@ def _session():
                 raise MaxRetryError(_pool, url, error)
             return super().increment(method, url, response, error, _pool, _stacktrace)
 
-    retry = PatientRetry(total=HTTP_RETRIES, connect=2, read=2, status=HTTP_RETRIES,
-                         backoff_factor=1, backoff_max=30, status_forcelist=(429, 500, 502, 503, 504),
-                         allowed_methods={"GET"}, respect_retry_after_header=True, raise_on_status=False)
+    options = dict(total=HTTP_RETRIES, connect=2, read=2, status=HTTP_RETRIES, backoff_factor=1,
+                   status_forcelist=(429, 500, 502, 503, 504), allowed_methods={"GET"},
+                   respect_retry_after_header=True, raise_on_status=False)
+    try:
+        retry = PatientRetry(**options, backoff_max=30)
+    except TypeError:   # urllib3 1.26 (its back-off is capped at 120 s)
+        retry = PatientRetry(**options)
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("https://", adapter)
@@ -673,7 +678,8 @@ def _http_problem(label, url, response):
         return (f"{label}: {host} no longer has it (HTTP {status}: the source moved): {MIRROR_HINT}, "
                 "and tell the lesson's maintainers")
     if status >= 500:
-        return f"{label}: {host} failed (HTTP {status}, after {HTTP_RETRIES} retries): try again later, or {MIRROR_HINT}"
+        return (f"{label}: {host} failed (HTTP {status}, after {HTTP_RETRIES} retries): try again later, "
+                f"or {MIRROR_HINT}")
     return (f"{label}: {host} refused the download (HTTP {status}; a network filter?): "
             f"try another network, or {MIRROR_HINT}")
 
@@ -737,7 +743,7 @@ def _forget(path):
 def _progress(group):
     """One progress bar per group (bytes), on stderr; none without tqdm."""
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm   # text, also in notebooks (tqdm.auto would want ipywidgets)
     except ImportError:
         return contextlib.nullcontext(None)
     return tqdm(desc=group, unit="B", unit_scale=True, unit_divisor=1024, total=0, leave=True, file=sys.stderr)
@@ -802,7 +808,8 @@ def _extract(path, url, label, entries):
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib_error()) as err:
         if isinstance(err, OSError) and err.errno is not None:
             raise   # a write failure was already turned into a LessonDataError; this is a read of our own cache
-        raise LessonDataError(f"{label} from {_host(url)} is damaged ({type(err).__name__})") from None
+        raise LessonDataError(f"{label} from {_host(url)} is damaged ({type(err).__name__}; the download was "
+                              f"deleted): fetch again, or {MIRROR_HINT}") from None
     missing = [m for m in wanted if m not in found]
     required = [m for m in missing if not wanted[m].is_optional]
     if missing and not required:

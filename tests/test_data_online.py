@@ -13,6 +13,7 @@ import http.server
 import io
 import json
 import os
+import re
 import socket
 import struct
 import tarfile
@@ -25,14 +26,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import test_data_layer
 from PIL import Image
-from test_data_layer import (MESSAGES, OFFLINE, WEIGHTS, all_ok, error_of, leftovers, lesson, sha, states,  # noqa: F401
-                             target, write_registry)
+from test_data_layer import MESSAGES, OFFLINE, WEIGHTS, all_ok, error_of, leftovers, sha, states, target, write_registry
 
 from lesson_helpers import data
 from lesson_helpers.__main__ import main
 
 COMMIT = "4a2ba791f00a527cd1df022fe9b880c4d7d4c340"
+lesson = test_data_layer.lesson   # the fixture: a fake lesson in tmp dirs
 
 
 # ------------------------------------------------------------------ a local server
@@ -597,3 +599,22 @@ def test_the_recorded_layout_is_what_keras_expects():
         model = keras.applications.MobileNetV2(weights=None, include_top=include_top)
         shapes = [[list(w.shape) for w in layer.weights] for layer in model.layers if layer.weights]
         assert shapes == data.expected_layout(name)
+
+
+def test_a_download_cache_that_cannot_be_written(online, monkeypatch):
+    one_file(online)
+    (online.tmp / "a_file").write_text("x")
+    monkeypatch.setattr(data, "download_cache_dir", lambda: online.tmp / "a_file" / "cache")
+    message = error_of(data.fetch)
+    assert message.startswith(f"{online.tmp / 'a_file'} is a file, but a folder is needed there for "), message
+    assert message.endswith(": move that file, or use a mirror instead of downloading (--mirror DIR or "
+                            "LESSON_MIRROR=DIR)"), message
+
+
+def test_every_message_provoked_here_is_one_short_line():
+    """Runs last (this file comes after test_data_layer.py): all messages both files provoked."""
+    assert MESSAGES, "no test provoked an error"
+    for message in MESSAGES:
+        assert "\n" not in message and len(message) < 300, message
+        assert re.search(r"(data|keras)/|archive|mirror|/|\\", message), message   # names the file or folder
+        assert ": " in message, message                                          # ...: what to do

@@ -63,7 +63,8 @@ def row_for(path, sha256, mirror):
     row = dict.fromkeys(FIELDS, "")
     row.update(path=path, digest=f"sha256:{sha256}", how="download")
     if parts[0] == "keras":
-        row["url"] = IMAGENET_CLASS_INDEX if parts[-1] == "imagenet_class_index.json" else KERAS_MOBILENET_V2 + parts[-1]
+        is_index = parts[-1] == "imagenet_class_index.json"
+        row["url"] = IMAGENET_CLASS_INDEX if is_index else KERAS_MOBILENET_V2 + parts[-1]
         if path.endswith(".h5"):
             row["digest"] = ""   # the mirror holds stand-ins; see `python -m lesson_helpers hash-weights`
         return row
