@@ -850,6 +850,7 @@ def fetch(episodes=None, mirror=None):
     todo = _todo(entries)
     folder = data_dir()
     if not todo:
+        _remove_replaced_sources(entries)
         return folder
     folders = [folder]
     _writable_or_explain(folder, "data folder", f"set {DATA_DIR_ENV} to a folder you can write to")
@@ -866,7 +867,22 @@ def fetch(episodes=None, mirror=None):
             _copy_from_mirror(todo, mirror)
         elif todo:
             _fetch_online(todo)
+        _remove_replaced_sources(entries)
     return folder
+
+
+def _remove_replaced_sources(entries):
+    """Delete an older version's copy of a file the helpers now store converted (bo_13.jpg, a WebP, once
+    its PNG is in place): only when its bytes are exactly the known source, so nothing else is ever deleted."""
+    for entry in entries:
+        source = entry.mirror_source
+        if not (source and source.startswith("data/") and entry.source_digest.startswith("sha256:")):
+            continue
+        old = data_dir().joinpath(*source.split("/")[1:])
+        with contextlib.suppress(OSError):
+            if old.is_file() and old != entry.target and state_of(entry) == "ok" \
+                    and sha256_of(old) == entry.source_digest.removeprefix("sha256:"):
+                old.unlink()
 
 
 def _todo(entries):

@@ -466,6 +466,27 @@ def test_the_mirrors_raccoon_and_bo_13_are_accepted(tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(bo.convert("RGB")), np.asarray(webp.convert("RGB")))
 
 
+def test_a_webp_fetched_by_an_older_version_is_replaced_by_its_png(online):
+    """Older helpers stored bo_13.jpg (a WebP): after the PNG is in place, that exact file goes, nothing else."""
+    pixels, _ = face_source()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="WEBP", quality=80)
+    webp = buffer.getvalue()
+    member = "data/dogs/train/bo/bo_13.jpg"
+    url = online.server.add("/t.tar.gz", tarball({member: webp}))
+    png = "data/dogs/train/bo/bo_13.png"
+    write_registry(online.registry, [(png, f"pixels-sha256:{data.pixel_digest(data._decoded_rgb(webp))}",
+                                      f"tar:{member}", url, "png", f"sha256:{sha(webp)}")])
+    old = online.data / "dogs/train/bo/bo_13.jpg"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(webp)
+    other = online.data / "dogs/train/bo/bo_14.jpg"
+    other.write_bytes(webp + b"!")
+    data.fetch()
+    assert all_ok(online) and not old.exists() and other.exists()
+    assert Image.open(target(online, png)).format == "PNG"
+
+
 @pytest.mark.skipif(not (OFFLINE / "SHA256SUMS").is_file(), reason="no offline mirror beside the repo")
 def test_every_lesson_image_is_a_format_older_tensorflow_reads():
     """image_dataset_from_directory before TF 2.20 reads JPEG, PNG, GIF and BMP only (bo_13 was a WebP)."""
