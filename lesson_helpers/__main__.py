@@ -8,8 +8,17 @@ import argparse
 import sys
 from collections import Counter, defaultdict
 
-from .data import (EPISODE_GROUPS, GOOD_STATES, LessonDataError, check, data_dir, fetch, fix_for, hash_weights,
-                   keras_cache_dir)
+from .data import (
+    EPISODE_GROUPS,
+    GOOD_STATES,
+    LessonDataError,
+    check,
+    data_dir,
+    fetch,
+    fix_for,
+    hash_weights,
+    keras_cache_dir,
+)
 
 # A group with more missing files than this is summarised in one line.
 LIST_AT_MOST = 5

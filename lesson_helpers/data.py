@@ -743,7 +743,7 @@ def _forget(path):
 def _progress(group):
     """One progress bar per group (bytes), on stderr; none without tqdm."""
     try:
-        from tqdm import tqdm   # text, also in notebooks (tqdm.auto would want ipywidgets)
+        from tqdm import tqdm  # text, also in notebooks (tqdm.auto would want ipywidgets)
     except ImportError:
         return contextlib.nullcontext(None)
     return tqdm(desc=group, unit="B", unit_scale=True, unit_divisor=1024, total=0, leave=True, file=sys.stderr)

@@ -632,6 +632,46 @@ def test_a_download_cache_that_cannot_be_written(online, monkeypatch):
                             "LESSON_MIRROR=DIR)"), message
 
 
+# ------------------------------------------------------------------ the real registry
+
+
+def test_the_real_registry_is_pinned_and_checked_by_content():
+    kinds = set()
+    for entry in data.registry():
+        kind = entry.digest.partition(":")[0]
+        kinds.add(kind)
+        assert entry.url.startswith("https://"), entry.path
+        if entry.is_weights:
+            assert kind in ("", "sha256"), entry.path          # filled in by `hash-weights --write`
+        else:
+            assert kind in ("sha256", "pixels-sha256", "git-blob-sha1"), entry.path
+        if entry.is_optional:
+            assert kind == "git-blob-sha1", entry.path
+        if "github" in entry.url:
+            assert re.search(r"/[0-9a-f]{40}(/|$)", entry.url), entry.url   # a commit, never a branch
+    assert {e.path for e in data.registry() if e.is_optional} == {
+        "data/doggy_door_images/brown_bear.jpg", "data/presidential_doggy_door/train/bo/bo_11.jpg"}
+    blobs = {e.path: e.digest for e in data.registry() if e.is_optional}
+    assert blobs["data/doggy_door_images/brown_bear.jpg"] == "git-blob-sha1:96ab90680be707e7010307f11c6be5b584c95cda"
+    assert blobs["data/presidential_doggy_door/train/bo/bo_11.jpg"] == \
+        "git-blob-sha1:e656bce713f8d4c89bc2990d78f6e2f73c369690"
+    assert data.git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"   # `git hash-object`
+
+
+@pytest.mark.skipif(not (OFFLINE / "SHA256SUMS").is_file(), reason="no offline mirror beside the repo")
+def test_build_registry_reproduces_the_committed_registry(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_registry", test_data_layer.REPO / "tools/build_registry.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "registry.csv"
+    out.write_bytes(data.registry_file().read_bytes())
+    monkeypatch.setattr(tool, "registry_file", lambda: out)
+    tool.main(OFFLINE / "SHA256SUMS")
+    assert out.read_text() == data.registry_file().read_text()
+
+
 def test_every_message_provoked_here_is_one_short_line():
     """Runs last (this file comes after test_data_layer.py): all messages both files provoked."""
     assert MESSAGES, "no test provoked an error"
