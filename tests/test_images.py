@@ -134,7 +134,7 @@ def test_folder_instead_of_file(tmp_path):
 
 
 def test_not_a_path_at_all(tmp_path):
-    assert "expected the path of an image file (a str or Path), got a Image" in raised(Image.new("RGB", (4, 4)))
+    assert "expected the path of an image file (a str or Path), its bytes or an open file, got a Image" in raised(Image.new("RGB", (4, 4)))
 
 
 def test_web_address_says_download_first():
@@ -143,9 +143,9 @@ def test_web_address_says_download_first():
 
 @pytest.mark.parametrize("content, expected", [
     (b"", "is empty (0 bytes)"),
-    (b"Shopping list: dog food\n", "is not an image file Pillow can read"),
+    (b"Shopping list: dog food\n", "is not an image file this lesson can read"),
     (b"<!DOCTYPE html><html><body>Dog</body></html>", "is a web page or drawing"),
-    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "is a HEIC/AVIF photo"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "is a HEIC photo"),
 ])
 def test_not_an_image(tmp_path, content, expected):
     path = tmp_path / "dog.jpg"
@@ -319,7 +319,7 @@ def test_stray_files_are_named_in_a_warning(tmp_path):
     assert any(f"Keras ignores the files directly in {root} (loose.jpg)" in m for m in messages)
 
 
-def test_unreadable_images_are_listed_with_the_fix(tmp_path):
+def test_unreadable_images_are_listed_with_the_fix(tmp_path, capsys):
     root = make_dataset(tmp_path / "train")
     (root / "bo" / "broken.jpg").write_text("not a picture")
     full = jpeg(root / "bo" / "bo_0.jpg").read_bytes()
@@ -329,11 +329,17 @@ def test_unreadable_images_are_listed_with_the_fix(tmp_path):
     with pytest.raises(LessonImageError) as info:
         check_image_folder(root)
     message = str(info.value)
-    assert message.startswith("4 file(s) cannot be used as images: ")
-    for part in ("bo/broken.jpg (not an image)", "bo/cut.jpg (incomplete", "not_bo/._bo_1.jpg (not an image)",
-                 "not_bo/scan.png (a TIFF file, which TensorFlow cannot read)"):
-        assert part in message
-    assert message.endswith("delete them, or replace each with a JPEG or PNG copy")
+    assert ": 4 file(s) cannot be used as images, e.g. bo/broken.jpg is not an image" in message
+    assert message.endswith("(and 3 more): delete them, or replace each with a JPEG or PNG copy")
+    assert "\n" not in message and len(message) < 300
+    assert info.value.files == {
+        "bo/broken.jpg": "is not an image file this lesson can read (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF)",
+        "bo/cut.jpg": "is incomplete (the image data stops early, e.g. an interrupted download or copy)",
+        "not_bo/._bo_1.jpg": "is not an image file this lesson can read (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF)",
+        "not_bo/scan.png": "is a TIFF file, which TensorFlow cannot read"}
+    printed = capsys.readouterr().out   # every file, one per line, before the one-line error
+    for relative, cause in info.value.files.items():
+        assert f"  {relative} {cause}\n" in printed
 
 
 def test_only_one_class(tmp_path):
