@@ -210,7 +210,12 @@ def check_image_folder(path, verbose=True):
 
 
 def _fail(name, cause, fix):
-    """The one-line error every problem becomes: what, why, and what to do."""
+    """The one-line error every problem becomes: what, why, and what to do (under 300 characters)."""
+    room = 299 - len(cause) - len(fix) - 3
+    if len(name) > room:
+        name = _shown(name, max(room, 30))
+    if len(name) + len(cause) + len(fix) + 3 > 299:
+        cause = _shown(cause, max(299 - len(name) - len(fix) - 3, 30))
     return LessonImageError(f"{name} {cause}: {fix}", cause=cause)
 
 
@@ -395,7 +400,7 @@ def _unreachable(path, err):
                      "pass the file's path as text, e.g. 'data/my_dog.jpg', or its bytes")
     code = err.errno
     if code == errno.ENOENT and os.path.islink(path):
-        target = _shown(os.readlink(path), 60)
+        target = _shown(os.readlink(path))
         return _fail(name, f"is a link to {target}, which does not exist",
                      "point the link at the picture, or copy the picture itself here")
     if code == errno.ELOOP:
@@ -406,7 +411,7 @@ def _unreachable(path, err):
                      "check the path, or rename the file shorter")
     if code in (errno.EACCES, errno.EPERM):
         closed = next((p for p in reversed(path.parents) if p.is_dir() and not os.access(p, os.X_OK)), None)
-        where = f"you may not open the folder {_shown(closed, 60)}" if closed else "you may not read it"
+        where = f"you may not open the folder {_shown(closed)}" if closed else "you may not read it"
         return _fail(name, f"cannot be reached ({where})",
                      "ask its owner for access, or copy the picture to a folder of yours")
     if code == errno.ENOTDIR:
@@ -502,6 +507,8 @@ def _decode(name, data, size, output_bytes_per_pixel):
             _check_memory(name, image, output_bytes_per_pixel)
             image.getexif()   # read (and check) the rotation note once; for PNG this decodes
             image.load()
+            if image.info.get("exif"):   # Pillow quietly ignores an EXIF block it cannot parse: parse it again
+                Image.Exif().load(image.info["exif"])
             _check_warnings(name, caught)
             ImageOps.exif_transpose(image, in_place=True)
             _check_warnings(name, caught)
@@ -509,6 +516,10 @@ def _decode(name, data, size, output_bytes_per_pixel):
             raise
         except MemoryError:
             raise _out_of_memory(name) from None
+        except SyntaxError as err:
+            if "exif" in image.info and "tiff" in str(err).lower():
+                raise _damaged_exif(name) from None
+            raise _damaged(name, err) from None
         except Exception as err:  # noqa: BLE001 - any failure while decoding: damaged, never half-decoded
             raise _damaged(name, err) from None
         return image
@@ -531,8 +542,12 @@ def _check_warnings(name, caught):
     """A damaged EXIF block may have lost the rotation note: an error, not a sideways picture."""
     for warning in caught:
         if "exif" in str(warning.message).lower():
-            raise _fail(name, "has a damaged EXIF block (the note saying which way up the picture is)",
-                        "open it in an image viewer and save a copy, or use another copy")
+            raise _damaged_exif(name)
+
+
+def _damaged_exif(name):
+    return _fail(name, "has a damaged EXIF block (the note saying which way up the picture is)",
+                 "open it in an image viewer and save a copy, or use another copy")
 
 
 def _check_memory(name, image, output_bytes_per_pixel):
@@ -564,18 +579,21 @@ def _checked_png(name, data):
             raise _incomplete(name)
         body = data[pos + 8:end - 4]
         if pos == 8 and (kind != b"IHDR" or length != 13):
-            raise _fail(name, f"is damaged (its PNG header chunk is {length} bytes of {_shown(kind, 10)}, "
+            raise _fail(name, f"is damaged (its PNG header chunk is {length} bytes of {_shown(kind.decode('latin-1'), 10)}, "
                         "not 13 bytes of IHDR)", "download or copy it again, or use another copy")
         if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack(">I", data[end - 4:end])[0]:
             if not _droppable(kind, body):
                 what = PNG_CHUNKS.get(kind, "data")
-                raise _fail(name, f"is damaged (a bad checksum in its {_shown(kind, 10)} chunk: {what})",
+                raise _fail(name, f"is damaged (a bad checksum in its {_shown(kind.decode('latin-1'), 10)} chunk: {what})",
                             "download or copy it again, or use another copy")
             dropped.append(kind.decode())
         else:
             kept.append(data[pos:end])
         if kind == b"IEND":
             break
+        if kind == b"IDAT" and data[8 + 8 + 9] == 3 and not any(chunk[4:8] == b"PLTE" for chunk in kept):
+            raise _fail(name, "is damaged (its palette, the PLTE chunk, is missing)",
+                        "download or copy it again, or use another copy")
         pos = end
     if not dropped:
         return data
