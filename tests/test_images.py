@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, features
 
 import lesson_helpers
 from lesson_helpers.images import (MAX_PIXELS, LessonImageError, LessonImageWarning, check_image_folder,
@@ -590,7 +590,7 @@ def avif_bytes(image):
     return buffer.getvalue()
 
 
-needs_avif = pytest.mark.skipif("AVIF" not in lesson_helpers.images.FORMATS, reason="this Pillow reads no AVIF")
+needs_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
 
 
 @needs_avif
