@@ -555,8 +555,12 @@ def _check_memory(name, image, output_bytes_per_pixel):
     width, height = image.size
     mode = image.mode
     stored = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4   # Pillow's bytes per pixel
-    converted = 0 if mode == "RGB" else 9 if "A" in mode or "transparency" in image.info else 4
-    needed = width * height * (stored + converted + output_bytes_per_pixel)
+    # Bytes per pixel of the copies made on the way to RGB (see _to_rgb): none for RGB,
+    # the alpha composition, the 16- and 32-bit scaling, or one conversion.
+    converted = (0 if mode == "RGB" else 9 if "A" in mode or "transparency" in image.info else
+                 10 if mode.startswith("I;16") else 14 if mode in ("I", "F") else 4)
+    # The stored pixels twice: turning a photo upright (EXIF) makes a turned copy.
+    needed = width * height * (2 * stored + converted + output_bytes_per_pixel)
     if needed > MAX_MEMORY:
         bands = len(image.getbands())
         raise _fail(name, f"is {width}x{height} pixels with {bands} channel(s): loading it would take about "
@@ -705,7 +709,7 @@ def _to_rgb(image, name="the image"):
             if low < 0 or high > 65535:
                 raise _fail(name, f"holds values from {low:.0f} to {high:.0f}, outside the 16-bit range 0..65535",
                             "save it as an ordinary 8-bit JPEG or PNG")
-            eight = values.astype(np.int64) >> 8
+            eight = values >> 8
         image = Image.fromarray(eight.astype(np.uint8), mode="L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

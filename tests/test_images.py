@@ -729,7 +729,7 @@ def test_memory_is_bounded_before_decoding(tmp_path):
     run = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert result["message"] == (f"{path} is 12000x12000 pixels with 4 channel(s): loading it would take about 1.9 GB "
+    assert result["message"] == (f"{path} is 12000x12000 pixels with 4 channel(s): loading it would take about 2.4 GB "
                                  "of memory, more than this lesson's limit of 1.5 GB: save a smaller copy, a few "
                                  "thousand pixels wide")
     assert result["grown_mb"] < 50 and result["seconds"] < 5, result
