@@ -129,8 +129,8 @@ def check_image_folder(path, verbose=True):
     problems, notes, stray, unusable, counts = [], [], [], {}, {}
 
     if "__MACOSX" in classes:
-        problems.append(f"{_shown(folder / '__MACOSX')} was left by unzipping a Mac zip file and Keras would "
-                        "take it for a class: delete that folder")
+        problems.append("__MACOSX (left by unzipping a Mac zip file) would be taken for a class by Keras: "
+                        "delete that folder")
     top_images = [name for name in top_files if name.lower().endswith(KERAS_EXTENSIONS)]
     if not classes:
         hint = (f"it has {len(top_images)} images but no sub-folders" if top_images else "it has no sub-folders")
@@ -195,6 +195,8 @@ def check_image_folder(path, verbose=True):
         if "{cause}" in message:   # fit the first file's cause into one line under 300 characters
             room = 299 - len(message) + len("{cause}")
             message = message.replace("{cause}", _shown(next(iter(unusable.values())), max(room, 20), middle=False))
+        if len(message) >= 300:   # a last resort: every learner-facing error is one line under 300 characters
+            message = message[:296] + "..."
         error = LessonImageError(message)
         error.files = unusable
         error.problems = [p.replace("{cause}", next(iter(unusable.values()), "")) for p in problems]

@@ -369,7 +369,7 @@ def test_macosx_folder_from_a_mac_zip(tmp_path):
     root = make_dataset(tmp_path / "train")
     (root / "__MACOSX" / "bo").mkdir(parents=True)
     (root / "__MACOSX" / "bo" / "._bo_0.jpg").write_bytes(b"\0\5\26\7")
-    with pytest.raises(LessonImageError, match=r"__MACOSX was left by unzipping a Mac zip file"):
+    with pytest.raises(LessonImageError, match=r"__MACOSX \(left by unzipping a Mac zip file\) would be taken for a class by Keras: delete that folder"):
         check_image_folder(root)
 
 
