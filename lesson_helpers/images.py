@@ -755,19 +755,13 @@ def _problem_for_keras(path, relative):
             warnings.simplefilter("ignore", LessonImageWarning)
             # JPEG decoded at 1/8 scale: every byte of the data is still read and checked.
             image = _decode(name, data, (1, 1), output_bytes_per_pixel=0)
-        fmt = image.format or _format_of(data)
+        fmt = image.format
         _to_rgb(image, name)
     except LessonImageError as err:
         return err.cause
     if fmt not in TF_FORMATS:
         return f"is a {fmt} file, which TensorFlow cannot read"
     return None
-
-
-def _format_of(data):
-    with contextlib.suppress(Exception), Image.open(io.BytesIO(data), formats=FORMATS) as image:
-        return image.format
-    return "?"
 
 
 def _some(names, limit=3):

@@ -322,8 +322,12 @@ def _format_if_readable(path):
             open_image(path)
     except LessonImageError:
         return None
-    with Image.open(path) as image:
-        return image.format
+    head = path.read_bytes()[:16]
+    for signature, fmt in ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+                           (b"II*\0", "TIFF"), (b"MM\0*", "TIFF")):
+        if head.startswith(signature):
+            return fmt
+    return "WEBP" if head[8:12] == b"WEBP" else "AVIF" if head[4:8] == b"ftyp" else "?"
 
 
 # ------------------------------------------------------------------ the tests
