@@ -251,7 +251,10 @@ def worker(group, seed, cases, log):
         for label, data in chosen.items():
             original = tmp / f"{label}.img"
             original.write_bytes(data)
+            print(f"seed={seed} sample={label} undamaged", file=log, flush=True)
+            faulthandler.dump_traceback_later(CASE_TIMEOUT_S, exit=True, file=log)
             expected = {size: load_image(original, size=size) for size in (None, SIZE)}
+            faulthandler.cancel_dump_traceback_later()
             rng = random.Random(f"{seed}-{label}")
             keep = []
             for case in range(cases):
