@@ -11,7 +11,11 @@ An episode notebook comes from one of two places:
   outputs of every cell in ``_build/executed/nbval/`` when a notebook passes, with a fingerprint of
   the notebook and of the helper package. Used only when that fingerprint still matches, so the
   test suite does not run the notebooks twice;
+* else the notebook as an earlier ``make site-executed`` ran it (kept in ``_build/executed/notebooks/``),
+  under the same condition;
 * otherwise a fresh run with nbclient (in episode order, from ``lessons/``, as a learner runs them).
+
+Outputs are reused only with the same kind of weights (stand-in or real) as are on disk now.
 
 Every executed notebook records in its metadata (``lesson_site``) whether the MobileNetV2 weights on
 this machine were the offline stand-ins (``lesson_helpers.check``). The site extension
@@ -29,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "executed"
 CAPTURE_DIR = OUT / "nbval"
+CACHE_DIR = OUT / "notebooks"
 # Top-level paths never copied into the executed site's sources (the build, caches, data).
 NOT_COPIED = {".git", ".venv", ".venv-site", "_build", "results", "__pycache__", ".ipynb_checkpoints",
               ".pytest_cache", ".ruff_cache", "lesson_helpers.egg-info"}
@@ -69,15 +74,16 @@ def mark(notebook, executed_by, fingerprint_value):
     return notebook
 
 
-def captured(notebook_path):
-    """The notebook as nbval ran it in this test session, or None if there is none or it is stale."""
+def reusable(notebook_path, folder):
+    """The executed copy of the notebook in folder, or None if there is none or it is stale."""
     import nbformat
 
-    path = CAPTURE_DIR / Path(notebook_path).name
+    path = Path(folder) / Path(notebook_path).name
     if not path.is_file():
         return None
     notebook = nbformat.read(path, as_version=4)
-    if notebook.metadata.get("lesson_site", {}).get("fingerprint") != fingerprint(notebook_path):
+    record = notebook.metadata.get("lesson_site", {})
+    if record.get("fingerprint") != fingerprint(notebook_path) or record.get("weights") != weights_state():
         return None
     return notebook
 
@@ -118,15 +124,20 @@ def main(argv=None):
     # A re-run for the website must not replace the numbers that `make test` recorded.
     os.environ.setdefault("LESSON_RESULTS_DIR", str(OUT / "results"))
     copy_sources(args.src)
+    import nbformat
+
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
     for notebook_path in episodes():
         start = time.perf_counter()
-        notebook = None if args.reexecute else captured(notebook_path)
-        how = "outputs from this session's nbval run"
+        notebook, how = None, ""
+        for folder, source in ((CAPTURE_DIR, "outputs of the nbval run"), (CACHE_DIR, "outputs of an earlier run")):
+            notebook = None if args.reexecute else reusable(notebook_path, folder)
+            if notebook is not None:
+                how = source
+                break
         if notebook is None:
-            notebook = execute(notebook_path)
-            how = "executed with nbclient"
-        import nbformat
-
+            notebook, how = execute(notebook_path), "executed with nbclient"
+            nbformat.write(notebook, CACHE_DIR / notebook_path.name)
         nbformat.write(notebook, args.src / "lessons" / notebook_path.name)
         state = notebook.metadata["lesson_site"]["weights"]
         print(f"{notebook_path.name}: {how} ({time.perf_counter() - start:.0f} s, weights: {state})", flush=True)

@@ -392,9 +392,8 @@ def test_episode_page_structure(visit, stem):
         assert details.evaluate("d => d.open") and body.is_visible(), f"{where} did not open when its summary was clicked"
         if index == 0:
             SHOTS.mkdir(parents=True, exist_ok=True)
-            details.evaluate("d => d.closest('section').scrollIntoView()")
-            page.locator("article section.challenge").filter(has=details).last.screenshot(
-                path=SHOTS / f"lessons__{stem}__solution-open.png")
+            challenge = details.locator("xpath=ancestor::section[contains(@class, 'challenge')][1]")
+            challenge.screenshot(path=SHOTS / f"lessons__{stem}__solution-open.png")
 
 
 @pytest.mark.parametrize("stem", EPISODES)
