@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup data lab test test-fast notebooks bench clean-data site site-executed lint pre-commit
+.PHONY: setup data lab test test-fast notebooks bench clean-data site
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -55,6 +55,7 @@ site: $(SITE_VENV)/.installed
 # the pages into _build/executed/src and built into _build/executed/_build/html. With the offline
 # stand-in weights every page carries the banner "Built with stand-in weights: not for publication".
 # REEXECUTE=1 runs the notebooks even when nbval's outputs are fresh.
+.PHONY: site-executed lint pre-commit
 site-executed: setup $(SITE_VENV)/.installed
 	$(BIN)/python site/executed.py $(if $(REEXECUTE),--reexecute)
 	$(JB_BUILD) _build/executed/src --path-output _build/executed

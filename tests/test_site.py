@@ -285,7 +285,7 @@ def shown_outputs(stem):
             if "image/png" in output.get("data", {}):
                 images.append(alt)
             elif output.get("output_type") == "stream" and output.get("name") == "stdout":
-                text = "".join(output["text"])
+                text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", "".join(output["text"]))  # terminal colours
                 # Keras progress bars redraw lines with \r and \b: keep the lines a reader sees whole
                 printed += [line for line in text.split("\n") if line.strip() and not re.search(r"[\r\b]", line)]
     return images, printed
