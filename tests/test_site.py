@@ -442,3 +442,31 @@ def test_episode_page_shows_its_outputs(visit, stem):
     if built_with_stand_in_weights():
         assert STAND_IN_BANNER in page.locator(".lesson-stand-in-banner").inner_text()
 
+
+
+def test_stand_in_detection(site, tmp_path):
+    """The banner's trigger (site/carpentries.py, run in the site's own environment): notebooks recorded as
+    run with stand-in weights, or an output that mentions them; never plain notebooks or real weights."""
+    def lessons_with(metadata, text):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        (folder / "lessons").mkdir(parents=True)
+        cell = {"cell_type": "code", "metadata": {}, "source": "x", "execution_count": 1,
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
+        notebook = {"cells": [cell], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+        (folder / "lessons" / "01-x.ipynb").write_text(json.dumps(notebook))
+        return folder
+
+    cases = {
+        "real weights": (lessons_with({"lesson_site": {"weights": "real"}}, "Episode 1: 12 files ready.\n"), False),
+        "no record, plain output": (lessons_with({}, "predictions: (1, 1000)\n"), False),
+        "recorded stand-in": (lessons_with({"lesson_site": {"weights": "stand-in"}}, "ok\n"), True),
+        "the helpers' note": (lessons_with({}, "NOTE: offline stand-in weights are in use, so ...\n"), True),
+    }
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import carpentries; "
+              "print([carpentries.made_with_stand_in_weights(p) for p in sys.argv[2:]])")
+    python = ROOT / os.environ.get("SITE_VENV", ".venv-site") / "bin" / "python"  # as in the Makefile
+    result = subprocess.run([str(python), "-c", script, str(ROOT / "site"), *(str(f) for f, _ in cases.values())],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = dict(zip(cases, ast.literal_eval(result.stdout.strip().splitlines()[-1])))
+    assert found == {name: expected for name, (_, expected) in cases.items()}
