@@ -145,7 +145,8 @@ class Visit:
             route.abort("blockedbyclient")
 
     def open(self, path):
-        self.console_errors.clear(), self.page_errors.clear(), self.blocked.clear()
+        for record in (self.console_errors, self.page_errors, self.blocked):
+            record.clear()
         self.page.goto(self.base + path, wait_until="load")
         self.page.wait_for_load_state("networkidle")
         return self.page
