@@ -47,10 +47,31 @@ clean-data:
 	rm -rf data/*/
 
 # The lesson website into _build/html, with Jupyter Book 1.x in its own pinned venv (its
-# Sphinx stack conflicts with the lesson's). Notebooks are NOT executed (see _config.yml).
+# Sphinx stack conflicts with the lesson's). Notebooks are NOT executed (see _config.yml):
+# a quick preview of the pages as written.
 SITE_VENV ?= .venv-site
+JB_BUILD = $(SITE_VENV)/bin/jupyter-book build --all --builder html --warningiserror --keep-going --quiet
 site: $(SITE_VENV)/.installed
-	$(SITE_VENV)/bin/jupyter-book build . --all --builder html --warningiserror --keep-going --quiet
+	$(JB_BUILD) .
+
+# The website with every episode's outputs (figures, printed results): the notebooks run in
+# order in .venv (or, within `make test`, the outputs of the nbval run are reused), copied with
+# the pages into _build/executed/src and built into _build/executed/_build/html. With the offline
+# stand-in weights every page carries the banner "Built with stand-in weights: not for publication".
+# REEXECUTE=1 runs the notebooks even when nbval's outputs are fresh.
+.PHONY: site-executed lint pre-commit
+site-executed: setup $(SITE_VENV)/.installed
+	$(BIN)/python site/executed.py $(if $(REEXECUTE),--reexecute)
+	$(JB_BUILD) _build/executed/src --path-output _build/executed
+
+# Ruff over the helpers, tests, tools, site and the notebooks (config in pyproject.toml); the
+# test suite runs it too (tests/test_lint.py). pre-commit runs the same checks before a commit.
+lint: setup
+	$(BIN)/ruff check .
+
+# Every pre-commit hook on every file (all local: nothing is downloaded).
+pre-commit: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pre-commit run --all-files
 
 $(SITE_VENV)/.installed: requirements-site.txt
 	$(PYTHON) -m venv $(SITE_VENV)

@@ -19,7 +19,7 @@ installs), ``_config.yml`` is read from the copy packaged beside this module (se
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -34,7 +34,7 @@ def in_checkout():
     return (REPO / "_config.yml").is_file() and (REPO / "lessons").is_dir()
 
 
-@lru_cache(maxsize=None)
+@cache
 def config():
     """The parsed ``_config.yml`` (the checkout's, else the packaged copy)."""
     path = REPO / "_config.yml" if in_checkout() else PACKAGED_CONFIG

@@ -13,7 +13,13 @@ look, without changing the episode files:
   clicked;
 * a blockquote that starts with **Callout: ...** becomes a callout box;
 * the ``{schedule}`` directive (used on the landing page) renders the schedule from the
-  episodes' ``teaching`` and ``exercises`` minutes, in the order of ``episodes`` in _config.yml.
+  episodes' ``teaching`` and ``exercises`` minutes, in the order of ``episodes`` in _config.yml;
+* when the episode notebooks carry outputs made with the offline stand-in weights (the executed
+  site of ``make site-executed``, see site/executed.py), every page gets a banner saying so
+  (``STAND_IN_BANNER``; the publishing workflow refuses a site that contains it).
+
+Figures: a code cell's ``mystnb={"image": {"alt": "..."}}`` metadata (Jupytext, on the fence line)
+becomes the alt text of its output images; MyST-NB does this itself.
 """
 
 import html
@@ -45,6 +51,11 @@ STATIC = Path(__file__).parent / "static"
 # Colab's badge image, and the copy the site shows instead (so that pages look right offline).
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 LOCAL_BADGE = "/site/static/colab-badge.svg"
+# Shown on every page of a site built from notebooks run with the offline stand-in weights. The
+# publishing workflow fails when this text is in the built site: keep it exactly as it is.
+STAND_IN_BANNER = "Built with stand-in weights: not for publication"
+STAND_IN_DETAIL = ("The outputs on these pages were made offline with stand-in MobileNetV2 weights, not the "
+                   "real ImageNet model: predictions and accuracies differ from what learners will see.")
 DETAILS_OPEN = re.compile(r"^\s*<details>\s*(?:<summary>(?P<summary>.*?)</summary>)?\s*$", re.S | re.I)
 DETAILS_CLOSE = re.compile(r"^\s*</details>\s*$", re.I)
 
@@ -264,6 +275,45 @@ def add_static_path(app):
     app.config.html_static_path.append(str(STATIC))
 
 
+def default_mode(app, pagename, templatename, context, doctree):
+    """Light/dark mode follows the reader's system ("auto"): with no default, the theme logs a
+    console error on a reader's first visit ("Got invalid theme mode")."""
+    if not context.get("default_mode"):
+        context["default_mode"] = "auto"
+
+
+# --- the stand-in banner --------------------------------------------------------------------------
+
+def made_with_stand_in_weights(srcdir):
+    """True when an episode notebook under srcdir/lessons has outputs made with stand-in weights:
+    recorded so by site/executed.py, or an output that mentions them (lesson_helpers prints a note)."""
+    for path in sorted(Path(srcdir, "lessons").glob("*.ipynb")):
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        if notebook.get("metadata", {}).get("lesson_site", {}).get("weights") == "stand-in":
+            return True
+        for cell in notebook.get("cells", []):
+            for output in cell.get("outputs", []):
+                text = json.dumps(output.get("text", "")) + json.dumps(output.get("data", {}).get("text/plain", ""))
+                if "stand-in" in text.lower():
+                    return True
+    return False
+
+
+def stand_in_banner(app, config):
+    if made_with_stand_in_weights(app.srcdir):
+        config.html_theme_options = {
+            **(config.html_theme_options or {}),
+            "announcement": (f'<p class="lesson-stand-in-banner"><strong>{STAND_IN_BANNER}.</strong> '
+                             f"{html.escape(STAND_IN_DETAIL)}</p>"),
+        }
+        logger.info(f"carpentries: stand-in weights in the notebooks' outputs: banner {STAND_IN_BANNER!r}")
+
+
+def favicon(app, config):
+    if not config.html_favicon:  # browsers ask for one: a 404 is a console error on every first visit
+        config.html_favicon = str(STATIC / "favicon.svg")
+
+
 def setup(app):
     app.add_node(solution, html=(visit_solution_html, depart_solution_html),
                  latex=(_skip, None), text=(_skip, None), man=(_skip, None), texinfo=(_skip, None))
@@ -271,6 +321,9 @@ def setup(app):
     app.connect("source-read", add_episode_structure)
     app.connect("doctree-read", structure_doctree)
     app.connect("builder-inited", add_static_path)
+    app.connect("config-inited", stand_in_banner)
+    app.connect("config-inited", favicon)
+    app.connect("html-page-context", default_mode)
     app.connect("html-page-context", drop_duplicate_scripts, priority=100)  # early: a later handler may end the event
     app.add_css_file("carpentries.css")
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

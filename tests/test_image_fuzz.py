@@ -81,7 +81,7 @@ def samples():
     palette = rgb.quantize(16)
     turned = Image.Exif()
     turned[0x0112] = 6
-    sixteen = Image.fromarray((picture(seed=2)[..., 0].astype(np.uint16) * 257 + 3))
+    sixteen = Image.fromarray(picture(seed=2)[..., 0].astype(np.uint16) * 257 + 3)
     text = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
     text.add_text("Comment", "a dog at the door")
     found = {

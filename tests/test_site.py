@@ -1,79 +1,89 @@
 """The lesson website, checked the way a learner meets it: in a real browser.
 
-`make site` builds the site into _build/html (Jupyter Book, notebooks not executed). This test
-builds it afresh, serves it on localhost, opens every page in headless Debian Chromium (started
-here, kept off the network) and checks that:
+The site under test is the executed one (`make site-executed`: every episode with its figures and
+printed results; inside `make test` it reuses the outputs of the nbval run, see site/executed.py).
+It is served on 127.0.0.1 and opened with Playwright (pytest-playwright's fixtures) in Debian's
+headless Chromium (/usr/bin/chromium: Playwright never downloads a browser of its own), with every
+other host blocked. The tests check that:
 
-* every page loads, and none of its links or images that point inside the site is broken
-  (checked against the files in _build/html, anchors included, and in the browser for images);
-* every episode page shows its title, an overview box with its objectives at the top, a key
-  points box at the end, and at least one challenge whose solution is hidden until its summary
-  is clicked, and visible afterwards;
-* every episode page has the "Open in Colab" launch link built from _config.yml.
+* every page loads with no console error, and none of its links or images that point inside the
+  site is broken (against the files, anchors included, and in the browser for images);
+* axe (axe-playwright-python, which bundles axe-core) finds no serious or critical accessibility
+  violation on any page, and no moderate one in the lesson's own content (the article, the banner);
+  moderate findings in the theme's frame (e.g. its sidebar, axe's `region`) are reported, not failed;
+* every <img> has an alt text (not empty, not the file's path that Sphinx writes when a figure cell
+  has no alt metadata);
+* every episode page shows its title, an overview box with its objectives at the top, a key points
+  box at the end, challenges whose solutions are hidden until their summary is clicked, the
+  "Open in Colab" link built from _config.yml, and the outputs of its notebook: every figure (as a
+  loaded image with the cell's alt text) and every printed result;
+* a site built with the offline stand-in weights carries the stand-in banner on every page
+  (site/carpentries.py STAND_IN_BANNER), and a site built with the real weights does not.
 
-A screenshot of every page (and of each episode's first opened solution) is kept in
-_build/screenshots/. Chromium is driven with the DevTools protocol over a pipe
-(--remote-debugging-pipe), so the test needs nothing beyond the standard library.
-In CI (CI=true) a missing chromium is a failure; elsewhere the test is skipped with the reason.
+Screenshots of every page (and of each episode's first opened solution) are kept in
+_build/screenshots/. In CI (CI=true) a missing chromium is a failure; elsewhere the test is skipped.
 """
 
-import base64
-import fcntl
+import ast
 import functools
 import html.parser
 import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lesson_helpers import lesson
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
+EXECUTED = ROOT / "_build" / "executed"
+HTML = EXECUTED / "_build" / "html"
+SRC = EXECUTED / "src"
 SHOTS = ROOT / "_build" / "screenshots"
 EPISODES = [ep.stem for ep in lesson.episodes()]
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--window-size=1280,900",
-    # Nothing but the test's own server: other hosts fail at once instead of waiting for a timeout.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
+CHROMIUM = "/usr/bin/chromium"
+# Nothing but the test's own server: other hosts fail at once instead of waiting for a timeout.
+CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+LOCAL_HOSTS = ("127.0.0.1",)
+# Where a node sits decides whose an axe finding is: in these, the lesson's; elsewhere, the theme's.
+LESSON_PARTS = "article.bd-article, .lesson-stand-in-banner"
+REMOVED_TAGS = {"remove-cell", "remove-output", "remove_cell", "remove_output"}
 
 pytestmark = pytest.mark.slow
 
 
-def find_chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    message = "headless Chromium is needed: install Debian's package (apt-get install -y chromium)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; .ci/run installs it in CI")
-    pytest.skip(message)
+def stand_in_banner_text():
+    """STAND_IN_BANNER from site/carpentries.py (read, not imported: that module needs Sphinx)."""
+    tree = ast.parse((ROOT / "site" / "carpentries.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "STAND_IN_BANNER" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("site/carpentries.py defines no STAND_IN_BANNER")
+
+
+STAND_IN_BANNER = stand_in_banner_text()
 
 
 # --- build and serve --------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site():
-    """A fresh build of the site (make site), served on localhost for the browser."""
-    result = subprocess.run(["make", "--no-print-directory", "site"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, f"make site failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    """A fresh build of the executed site (make site-executed), served on localhost."""
+    result = subprocess.run(["make", "--no-print-directory", "site-executed"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, (f"make site-executed failed:\n{result.stdout[-4000:]}\n"
+                                    f"{result.stderr[-4000:]}")
     handler = functools.partial(QuietHandler, directory=str(HTML))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
 
@@ -89,15 +99,75 @@ def site_pages():
                   if not p.relative_to(HTML).parts[0].startswith("_"))
 
 
+def executed_notebook(stem):
+    return json.loads((SRC / "lessons" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+
+
+def built_with_stand_in_weights():
+    return any(executed_notebook(stem)["metadata"].get("lesson_site", {}).get("weights") == "stand-in"
+               for stem in EPISODES)
+
+
+# --- the browser (pytest-playwright's fixtures, Debian's chromium, offline) -------------------
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not os.access(CHROMIUM, os.X_OK):
+        message = f"headless Chromium is needed at {CHROMIUM}: install Debian's package (apt-get install -y chromium)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; .ci/run installs it in CI")
+        pytest.skip(message)
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "headless": True,
+            "args": [*browser_type_launch_args.get("args", []), *CHROMIUM_ARGS]}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1280, "height": 900}}
+
+
+class Visit:
+    """A page of the site open in the browser, with what went wrong while it loaded."""
+
+    def __init__(self, page, base):
+        self.page, self.base = page, base
+        self.console_errors, self.page_errors, self.blocked = [], [], []
+        page.on("console", lambda m: self.console_errors.append(f"{m.text} ({m.location.get('url')})")
+                if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        page.route("**/*", self._only_local)
+
+    def _only_local(self, route):
+        if urllib.parse.urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            self.blocked.append(route.request.url)
+            route.abort("blockedbyclient")
+
+    def open(self, path):
+        for record in (self.console_errors, self.page_errors, self.blocked):
+            record.clear()
+        self.page.goto(self.base + path, wait_until="load")
+        self.page.wait_for_load_state("networkidle")
+        return self.page
+
+
+@pytest.fixture
+def visit(page, site):
+    return Visit(page, site)
+
+
 # --- links and images, from the files ----------------------------------------------------------
 
 class LinkCollector(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
-        self.links, self.ids = [], set()
+        self.links, self.ids, self.images = [], set(), []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
         if attrs.get("id"):
             self.ids.add(attrs["id"])
         if tag == "a" and attrs.get("name"):
@@ -107,7 +177,7 @@ class LinkCollector(html.parser.HTMLParser):
                 self.links.append((tag, attr, attrs[attr]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parse_page(path):
     collector = LinkCollector()
     collector.feed(Path(path).read_text(encoding="utf-8"))
@@ -135,134 +205,19 @@ def broken_internal_links(page):
     return broken
 
 
-# --- Chromium over the DevTools protocol ------------------------------------------------------
+# --- what the browser reads on a page ---------------------------------------------------------
 
-class Chromium:
-    """Headless Chromium driven with the DevTools protocol over --remote-debugging-pipe."""
-
-    def __init__(self, executable, profile):
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-
-        def child_fds():
-            # The browser reads commands on fd 3 and writes replies on fd 4. Move the pipe ends
-            # out of the way first (either may be 3 or 4), then put them in place: dup2 makes the
-            # copies inheritable, while Python's own descriptors are closed when Chromium starts.
-            read_end = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
-            write_end = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
-            os.dup2(read_end, 3)
-            os.dup2(write_end, 4)
-
-        self.process = subprocess.Popen(
-            [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             "about:blank"],
-            close_fds=False, preexec_fn=child_fds,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-        self._buffer = b""
-        self._next_id = 0
-        self.events = []
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self.send("Page.enable", session=True)
-        self.send("Runtime.enable", session=True)
-
-    def _read_message(self, deadline):
-        while b"\0" not in self._buffer:
-            if time.monotonic() > deadline:
-                raise TimeoutError("Chromium did not answer in time")
-            chunk = os.read(self._from_browser, 1 << 16)
-            if not chunk:
-                raise RuntimeError("Chromium closed the DevTools pipe (did it crash?)")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def send(self, method, session=False, timeout=60, **params):
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = self.session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._read_message(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
-
-    def wait_for_event(self, method, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, event in enumerate(self.events):
-                if event.get("method") == method:
-                    return self.events.pop(i)
-            self.events.append(self._read_message(deadline))
-
-    def open(self, url):
-        self.events.clear()
-        self.send("Page.navigate", session=True, url=url)
-        self.wait_for_event("Page.loadEventFired")
-
-    def js(self, expression):
-        result = self.send("Runtime.evaluate", session=True, expression=expression,
-                           returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def click(self, x, y):
-        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", session=True, type=kind, x=x, y=y,
-                      button="left", clickCount=1)
-
-    def screenshot(self, path, clip=None):
-        params = {"format": "png", "captureBeyondViewport": True}
-        if clip is None:
-            width, height = self.js("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-            clip = {"x": 0, "y": 0, "width": width, "height": min(height, 12000)}
-        params["clip"] = {**clip, "scale": 1}
-        data = self.send("Page.captureScreenshot", session=True, **params)["data"]
-        Path(path).write_bytes(base64.b64decode(data))
-
-    def close(self):
-        try:
-            self.send("Browser.close", timeout=10)
-        except Exception:
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        os.close(self._to_browser)
-        os.close(self._from_browser)
-
-
-@pytest.fixture(scope="module")
-def browser(site):
-    executable = find_chromium()
-    with tempfile.TemporaryDirectory(prefix="lesson-chromium-") as profile:
-        chromium = Chromium(executable, profile)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-# --- what the browser checks on every page ---------------------------------------------------
-
-PAGE_STATE = """(() => {
+PAGE_STATE = """() => {
   const visible = el => !!el && el.checkVisibility() && el.getBoundingClientRect().height > 0;
   const h1 = document.querySelector("article h1");
   const sameOrigin = img => new URL(img.currentSrc || img.src, location.href).origin === location.origin;
+  const banner = document.querySelector(".lesson-stand-in-banner");
   return {
     title: h1 ? h1.innerText : null,
     text: document.querySelector("article") ? document.querySelector("article").innerText : "",
     brokenImages: [...document.images].filter(sameOrigin)
         .filter(img => img.complete && img.naturalWidth === 0).map(img => img.getAttribute("src")),
+    banner: visible(banner) ? banner.innerText : null,
     overview: visible(document.querySelector("article .admonition.overview"))
         ? document.querySelector("article .admonition.overview").innerText : null,
     keypoints: visible(document.querySelector("article .admonition.keypoints"))
@@ -280,28 +235,23 @@ PAGE_STATE = """(() => {
     challenges: document.querySelectorAll("article section.challenge").length,
     colabLinks: [...document.querySelectorAll("a[href^='https://colab.research.google.com/']")].map(a => a.href),
   };
-})()"""
+}"""
 
-SOLUTION_STATE = """((index) => {
-  const all = document.querySelectorAll("article details.solution");
-  const details = all[index];
-  if (!details) return null;
-  const body = details.querySelector(".solution-body");
-  const summary = details.querySelector("summary");
-  summary.scrollIntoView({block: "center"});
-  const box = summary.getBoundingClientRect();
-  const section = details.closest("section").getBoundingClientRect();
+OUTPUTS = """() => {
+  const outputs = [...document.querySelectorAll("article .cell_output")];
   return {
-    count: all.length,
-    inChallenge: !!details.closest("section.challenge"),
-    open: details.open,
-    bodyVisible: body.checkVisibility() && body.getBoundingClientRect().height > 0,
-    summaryText: summary.innerText,
-    x: box.left + box.width / 2, y: box.top + box.height / 2,
-    clip: {x: 0, y: Math.max(0, section.top + window.scrollY - 10),
-           width: document.documentElement.clientWidth, height: Math.min(section.height + 20, 4000)},
+    images: outputs.flatMap(o => [...o.querySelectorAll("img")]).map(img => ({
+      alt: img.getAttribute("alt") || "", loaded: img.complete && img.naturalWidth > 0,
+      visible: img.checkVisibility() && img.getBoundingClientRect().height > 0})),
+    text: outputs.map(o => o.innerText).join("\\n"),
   };
-})"""
+}"""
+
+LESSON_MADE = """(targets) => targets.map(target => {
+  const selector = Array.isArray(target) ? target[target.length - 1] : target;
+  const el = document.querySelector(selector);
+  return !!el && !!el.closest(arguments_selector);
+})""".replace("arguments_selector", json.dumps(LESSON_PARTS))
 
 
 def plain(text):
@@ -320,14 +270,46 @@ def front_matter(stem):
 colab_url = lesson.colab_url
 
 
+def shown_outputs(stem):
+    """What the executed notebook's shown cells put on the page: (alt texts of their images, printed lines)."""
+    images, printed = [], []
+    for cell in executed_notebook(stem)["cells"]:
+        if cell["cell_type"] != "code" or REMOVED_TAGS & set(cell["metadata"].get("tags", [])):
+            continue
+        alt = cell["metadata"].get("mystnb", {}).get("image", {}).get("alt", "")
+        for output in cell.get("outputs", []):
+            if "image/png" in output.get("data", {}):
+                images.append(alt)
+            elif output.get("output_type") == "stream" and output.get("name") == "stdout":
+                text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", "".join(output["text"]))  # terminal colours
+                # Keras progress bars redraw lines with \r and \b: keep the lines a reader sees whole
+                printed += [line for line in text.split("\n") if line.strip() and not re.search(r"[\r\b]", line)]
+    return images, printed
+
+
 # --- the tests --------------------------------------------------------------------------------
 
+def toc_files(entry):
+    """Every `file:` (and the `root:`) in _toc.yml, however deeply nested."""
+    if isinstance(entry, dict):
+        for key, value in entry.items():
+            if key in ("root", "file"):
+                yield str(value)
+            else:
+                yield from toc_files(value)
+    elif isinstance(entry, list):
+        for item in entry:
+            yield from toc_files(item)
+
+
 def test_site_has_every_page(site):
+    """Every page of the table of contents (the Carpentries pages included) and every episode is built."""
     pages = site_pages()
-    expected = ["index.html", "learners/setup.html", "learners/reference.html",
-                "instructors/instructor-notes.html"] + [f"lessons/{stem}.html" for stem in EPISODES]
-    missing = [page for page in expected if page not in pages]
-    assert not missing, f"pages missing from _build/html: {missing}"
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    expected = {f"{Path(name).with_suffix('')}.html" for name in toc_files(toc)}
+    expected |= {"index.html", "learners/setup.html", *(f"lessons/{stem}.html" for stem in EPISODES)}
+    missing = sorted(page for page in expected if page not in pages)
+    assert not missing, f"pages missing from {HTML}: {missing}"
 
 
 def test_no_broken_internal_links_or_images(site):
@@ -336,28 +318,78 @@ def test_no_broken_internal_links_or_images(site):
         f"{page}: {item}" for page, items in broken.items() for item in items)
 
 
-def test_every_page_in_chromium(site, browser):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    problems = []
+def test_every_image_has_alt_text(site):
+    """An <img> needs a text alternative; Sphinx writes the file's path as alt when a figure cell has no
+    mystnb={"image": {"alt": ...}} metadata, which is no text alternative either."""
+    missing = []
     for page in site_pages():
-        browser.open(site + page)
-        state = browser.js(PAGE_STATE)
-        browser.screenshot(SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png"))
+        for image in parse_page(HTML / page).images:
+            alt, src = (image.get("alt") or "").strip(), image.get("src") or ""
+            if not alt or alt == src or re.search(r"\.(png|jpe?g|gif|svg|webp)$", alt, re.I):
+                missing.append(f"{page}: <img src={src[:60]!r}> alt={alt[:60]!r}")
+    assert not missing, (f"{len(missing)} images without alt text (a figure cell needs "
+                         '```python mystnb={"image": {"alt": "..."}}):\n' + "\n".join(missing))
+
+
+def test_every_page_in_chromium(visit):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    stand_in = built_with_stand_in_weights()
+    problems = []
+    for path in site_pages():
+        page = visit.open(path)
+        state = page.evaluate(PAGE_STATE)
+        page.screenshot(path=SHOTS / (path.replace("/", "__").removesuffix(".html") + ".png"), full_page=True)
         if state["brokenImages"]:
-            problems.append(f"{page}: images that did not load: {state['brokenImages']}")
-        if not state["title"] and page not in ("genindex.html", "search.html"):
-            problems.append(f"{page}: no title (h1)")
-        errors = [e["params"]["exceptionDetails"] for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
-        if errors:
-            problems.append(f"{page}: JavaScript errors: {[(e.get('text'), e.get('url'), e.get('exception', {}).get('description')) for e in errors]}")
+            problems.append(f"{path}: images that did not load: {state['brokenImages']}")
+        if not state["title"] and path not in ("genindex.html", "search.html"):
+            problems.append(f"{path}: no title (h1)")
+        if visit.page_errors:
+            problems.append(f"{path}: JavaScript errors: {visit.page_errors}")
+        if visit.console_errors:
+            problems.append(f"{path}: console errors: {visit.console_errors}")
+        if visit.blocked:
+            problems.append(f"{path}: asks for other hosts when it loads (fails offline): {visit.blocked}")
+        if stand_in and (not state["banner"] or STAND_IN_BANNER not in state["banner"]):
+            problems.append(f"{path}: built with stand-in weights, but no visible banner {STAND_IN_BANNER!r}")
+        if not stand_in and state["banner"] is not None:
+            problems.append(f"{path}: the stand-in banner is shown, but the weights were real")
     assert not problems, "\n".join(problems)
 
 
+def test_stand_in_banner_matches_the_weights(site):
+    """Every page of a stand-in build contains the banner text (what the publishing workflow greps for)."""
+    stand_in = built_with_stand_in_weights()
+    pages = site_pages()
+    with_banner = [p for p in pages if STAND_IN_BANNER in (HTML / p).read_text(encoding="utf-8")]
+    assert with_banner == (pages if stand_in else []), (
+        f"weights {'stand-in' if stand_in else 'real'}, but the banner is on {len(with_banner)} of {len(pages)} pages")
+
+
+def test_accessibility_with_axe(visit):
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    failures, theme_findings = [], []
+    for path in site_pages():
+        page = visit.open(path)
+        for violation in axe.run(page).response["violations"]:
+            targets = [node["target"] for node in violation["nodes"]]
+            ours = page.evaluate(LESSON_MADE, targets)
+            line = f"{path}: {violation['impact']} {violation['id']} ({violation['help']}) at {targets[:5]}"
+            if violation["impact"] in ("serious", "critical") or (violation["impact"] == "moderate" and any(ours)):
+                failures.append(line)
+            else:
+                theme_findings.append(line)
+    if theme_findings:
+        print("axe findings not failed (minor, or in the theme's frame):\n" + "\n".join(theme_findings))
+    assert not failures, "accessibility violations:\n" + "\n".join(failures)
+
+
 @pytest.mark.parametrize("stem", EPISODES)
-def test_episode_page_structure(site, browser, stem):
+def test_episode_page_structure(visit, stem):
     meta = front_matter(stem)
-    browser.open(f"{site}lessons/{stem}.html")
-    state = browser.js(PAGE_STATE)
+    page = visit.open(f"lessons/{stem}.html")
+    state = page.evaluate(PAGE_STATE)
 
     assert plain(meta["title"]) in plain(state["title"]), f"title {meta['title']!r} not shown"
     assert state["overview"], "no visible overview box (questions and objectives) at the top"
@@ -371,14 +403,66 @@ def test_episode_page_structure(site, browser, stem):
     assert colab_url(stem) in state["colabLinks"], f"no 'Open in Colab' link to {colab_url(stem)}"
     assert state["challenges"] >= 1, "no challenge on the page"
 
-    first = browser.js(f"({SOLUTION_STATE})(0)")
-    assert first is not None and first["inChallenge"], "no challenge with a collapsible solution"
-    for index in range(first["count"]):  # every solution on the page, one click each
-        before = browser.js(f"({SOLUTION_STATE})({index})")
-        where = f"solution {index + 1} of {first['count']}"
-        assert not before["open"] and not before["bodyVisible"], f"{where} is visible before any click"
-        browser.click(before["x"], before["y"])
-        after = browser.js(f"({SOLUTION_STATE})({index})")
-        assert after["open"] and after["bodyVisible"], f"{where} did not open when its summary was clicked"
+    solutions = page.locator("article details.solution")
+    assert solutions.count() >= 1, "no challenge with a collapsible solution"
+    for index in range(solutions.count()):  # every solution on the page, one click each
+        details = solutions.nth(index)
+        where = f"solution {index + 1} of {solutions.count()}"
+        assert details.evaluate("d => !!d.closest('section.challenge')"), f"{where} is not inside a challenge"
+        body = details.locator(".solution-body")
+        assert not details.evaluate("d => d.open") and not body.is_visible(), f"{where} is visible before any click"
+        details.locator("summary").click()
+        assert details.evaluate("d => d.open") and body.is_visible(), f"{where} did not open when its summary was clicked"
         if index == 0:
-            browser.screenshot(SHOTS / f"lessons__{stem}__solution-open.png", clip=after["clip"])
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            challenge = details.locator("xpath=ancestor::section[contains(@class, 'challenge')][1]")
+            challenge.screenshot(path=SHOTS / f"lessons__{stem}__solution-open.png")
+
+
+@pytest.mark.parametrize("stem", EPISODES)
+def test_episode_page_shows_its_outputs(visit, stem):
+    """The executed page shows what the notebook made: every figure, with its alt text, and every printed line."""
+    images, printed = shown_outputs(stem)
+    assert images and printed, f"{stem}: the executed notebook has no figures or no printed output"
+    page = visit.open(f"lessons/{stem}.html")
+    shown = page.evaluate(OUTPUTS)
+    assert len(shown["images"]) == len(images), (
+        f"{len(images)} figures in the executed notebook, {len(shown['images'])} on the page")
+    for n, (image, alt) in enumerate(zip(shown["images"], images), 1):
+        assert image["loaded"] and image["visible"], f"figure {n} is not shown"
+        if alt:
+            assert plain(image["alt"]) == plain(alt), f"figure {n}: alt {image['alt']!r}, cell metadata says {alt!r}"
+    page_text = plain(shown["text"])
+    missing = [line for line in printed if plain(line) not in page_text]
+    assert not missing, f"{len(missing)} of {len(printed)} printed lines are not on the page, e.g. {missing[:3]}"
+    if built_with_stand_in_weights():
+        assert STAND_IN_BANNER in page.locator(".lesson-stand-in-banner").inner_text()
+
+
+
+def test_stand_in_detection(site, tmp_path):
+    """The banner's trigger (site/carpentries.py, run in the site's own environment): notebooks recorded as
+    run with stand-in weights, or an output that mentions them; never plain notebooks or real weights."""
+    def lessons_with(metadata, text):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        (folder / "lessons").mkdir(parents=True)
+        cell = {"cell_type": "code", "metadata": {}, "source": "x", "execution_count": 1,
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
+        notebook = {"cells": [cell], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+        (folder / "lessons" / "01-x.ipynb").write_text(json.dumps(notebook))
+        return folder
+
+    cases = {
+        "real weights": (lessons_with({"lesson_site": {"weights": "real"}}, "Episode 1: 12 files ready.\n"), False),
+        "no record, plain output": (lessons_with({}, "predictions: (1, 1000)\n"), False),
+        "recorded stand-in": (lessons_with({"lesson_site": {"weights": "stand-in"}}, "ok\n"), True),
+        "the helpers' note": (lessons_with({}, "NOTE: offline stand-in weights are in use, so ...\n"), True),
+    }
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import carpentries; "
+              "print([carpentries.made_with_stand_in_weights(p) for p in sys.argv[2:]])")
+    python = ROOT / os.environ.get("SITE_VENV", ".venv-site") / "bin" / "python"  # as in the Makefile
+    result = subprocess.run([str(python), "-c", script, str(ROOT / "site"), *(str(f) for f, _ in cases.values())],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = dict(zip(cases, ast.literal_eval(result.stdout.strip().splitlines()[-1])))
+    assert found == {name: expected for name, (_, expected) in cases.items()}
