@@ -76,8 +76,33 @@ SHA256SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) ([ *])(.+)$")
 GOOD_STATES = ("ok", "stand-in")
 
 
+# Every message for a learner is one line shorter than this (long folder paths are shortened in the middle).
+MESSAGE_LIMIT = 300
+
+
 class LessonDataError(RuntimeError):
-    """A data problem with a one-line explanation of what to do."""
+    """A data problem with a one-line explanation of what to do (one line, under MESSAGE_LIMIT characters)."""
+
+    def __init__(self, message=""):
+        super().__init__(_one_line(str(message)))
+
+
+def _one_line(text, limit=MESSAGE_LIMIT - 1):
+    """text on one line, at most limit characters: the longest paths lose their middle first (the file name at
+    their end and the fix at the message's end stay), and only as a last resort the message its own middle."""
+    text = re.sub(r"\s*[\r\n\t\v\f]+\s*", " ", text).strip()
+    while len(text) > limit:
+        words = text.split(" ")
+        longest = max(range(len(words)), key=lambda i: len(words[i]) if re.search(r"[/\\]", words[i]) else 0)
+        word = words[longest]
+        if not re.search(r"[/\\]", word) or len(word) <= 40:
+            break
+        keep = max(36, len(word) - (len(text) - limit) - 3)
+        words[longest] = f"{word[:keep // 2]}...{word[-(keep - keep // 2):]}"
+        text = " ".join(words)
+    if len(text) > limit:
+        text = f"{text[:limit // 2 - 2]}...{text[-(limit - limit // 2 - 1):]}"
+    return text
 
 
 @dataclass(frozen=True)
