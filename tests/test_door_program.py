@@ -37,6 +37,26 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def integer_model(tmp_path_factory):
+    """The same door quantised to integers throughout, uint8 input and output (as for a microcontroller)."""
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    inputs = keras.Input(shape=(160, 160, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(1)
+    outputs = dense(x)
+    dense.set_weights([np.full((3, 1), 4.0, "float32"), np.array([-6.0], "float32")])
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([np.full((1, 160, 160, 3), v, "float32")] for v in range(0, 256, 15))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    path = tmp_path_factory.mktemp("door") / "brightness_uint8.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.fixture(scope="module")
 def pictures(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pictures")
     Image.new("RGB", (200, 150), (250, 250, 250)).save(folder / "bright.png")
@@ -73,6 +93,13 @@ def test_decides_each_good_picture(model, pictures):
     assert lines[0].startswith("OPEN") and "P(dog) = 1.00" in lines[0] and lines[0].endswith("bright.png")
     assert lines[1].startswith("SHUT") and "P(dog) = 0.00" in lines[1] and lines[1].endswith("dark night.jpg")
     assert messages(result.stderr) == []
+
+
+@pytest.mark.slow
+def test_a_model_with_integer_input_and_output_decides_the_same(integer_model, pictures):
+    result = run_door(integer_model, pictures / "bright.png", pictures / "dark night.jpg")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["OPEN", "SHUT"], result.stdout
 
 
 @pytest.mark.slow
