@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from lesson_files import LESSONS, ROOT
+from lesson_helpers import lesson
 
 DOOR = LESSONS / "door.py"
 
@@ -138,3 +139,8 @@ def test_blocker_works():
     result = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(blocker)}, timeout=60)
     assert result.returncode != 0 and "door.py must not import tensorflow" in result.stderr
+
+
+def test_episode_finds_the_program_in_a_checkout():
+    """Episode 4 runs door.py through lesson_file: in a checkout, the checkout's own copy (on Colab, a download)."""
+    assert lesson.lesson_file("lessons/door.py") == DOOR
