@@ -76,8 +76,33 @@ SHA256SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) ([ *])(.+)$")
 GOOD_STATES = ("ok", "stand-in")
 
 
+# Every message for a learner is one line shorter than this (long folder paths are shortened in the middle).
+MESSAGE_LIMIT = 300
+
+
 class LessonDataError(RuntimeError):
-    """A data problem with a one-line explanation of what to do."""
+    """A data problem with a one-line explanation of what to do (one line, under MESSAGE_LIMIT characters)."""
+
+    def __init__(self, message=""):
+        super().__init__(_one_line(str(message)))
+
+
+def _one_line(text, limit=MESSAGE_LIMIT - 1):
+    """text on one line, at most limit characters: the longest paths lose their middle first (the file name at
+    their end and the fix at the message's end stay), and only as a last resort the message its own middle."""
+    text = re.sub(r"\s*[\r\n\t\v\f]+\s*", " ", text).strip()
+    while len(text) > limit:
+        words = text.split(" ")
+        longest = max(range(len(words)), key=lambda i: len(words[i]) if re.search(r"[/\\]", words[i]) else 0)
+        word = words[longest]
+        if not re.search(r"[/\\]", word) or len(word) <= 40:
+            break
+        keep = max(36, len(word) - (len(text) - limit) - 3)
+        words[longest] = f"{word[:keep // 2]}...{word[-(keep - keep // 2):]}"
+        text = " ".join(words)
+    if len(text) > limit:
+        text = f"{text[:limit // 2 - 2]}...{text[-(limit - limit // 2 - 1):]}"
+    return text
 
 
 @dataclass(frozen=True)
@@ -845,7 +870,8 @@ def fetch(episodes=None, mirror=None):
             raise LessonDataError(f"the mirror {mirror} is not a folder: check the path given to "
                                   f"--mirror or {MIRROR_ENV}")
     entries = entries_for(episodes)
-    todo = _todo(entries)
+    sums = _mirror_sums(mirror)
+    todo = _todo(entries, mirror, sums)
     folder = data_dir()
     if not todo:
         _remove_replaced_sources(entries)
@@ -860,7 +886,7 @@ def fetch(episodes=None, mirror=None):
     with _locked(folders):
         for each in folders:
             clear_partial_files(each)
-        todo = _todo(todo)   # another fetch may have done some of it meanwhile
+        todo = _todo(todo, mirror, sums)   # another fetch may have done some of it meanwhile
         if mirror is not None:
             _copy_from_mirror(todo, mirror)
         elif todo:
@@ -883,15 +909,41 @@ def _remove_replaced_sources(entries):
                 old.unlink()
 
 
-def _todo(entries):
+def _todo(entries, mirror=None, sums=None):
     todo = []
     for entry in entries:
         state = state_of(entry)
         if state == "folder":
             raise LessonDataError(_folder_in_the_way(entry.target))
-        if state not in GOOD_STATES:
+        if state not in GOOD_STATES or _differs_from_mirror(entry, mirror, sums or {}):
             todo.append(entry)
     return todo
+
+
+def _mirror_sums(mirror):
+    """The mirror's SHA256SUMS as {path: sha256} ({} without a mirror or without that file)."""
+    if mirror is None or not (mirror / "SHA256SUMS").is_file():
+        return {}
+    return read_sha256sums(mirror / "SHA256SUMS")
+
+
+def _differs_from_mirror(entry, mirror, sums):
+    """Weights the registry has no hash for, whose copy here is not the one the mirror's SHA256SUMS names.
+
+    Such a copy was only checked by its layout (put there by Keras, by hand, or by an older version of
+    the helpers, and then trusted on first sight), so a same-size copy damaged inside a kernel passes:
+    the mirror's copy, verified by its sha256, replaces it. Real weights are never replaced by the
+    mirror's offline stand-ins.
+    """
+    if mirror is None or not entry.is_weights or entry.digest:
+        return False
+    expected = sums.get(entry.path)
+    if not expected or expected in STAND_IN_WEIGHTS_SHA256 or not (mirror / entry.path).is_file():
+        return False
+    try:
+        return sha256_of(entry.target) != expected
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

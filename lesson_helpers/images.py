@@ -26,8 +26,10 @@ Only Pillow and NumPy are used here: no TensorFlow, so errors stay short.
 import contextlib
 import difflib
 import errno
+import functools
 import io
 import os
+import re
 import stat
 import struct
 import threading
@@ -54,8 +56,14 @@ MAX_UPSCALE = 4
 # scanners). Others (PSD, EPS, ICO, ...) are refused with a clear message, so
 # that every accepted format can be tested against damaged files.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP") + (("AVIF",) if features.check("avif") else ())
-# Formats tf.image.decode_image (used by image_dataset_from_directory) can read.
+# Formats tf.image.decode_image (used by image_dataset_from_directory) can read, in the
+# TensorFlow the lesson is pinned to; see tensorflow_formats() for the one installed here.
 TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}
+# The oldest TensorFlow known to read WebP there: 2.21 does, 2.19 does not ("Unknown image file
+# format. One of JPEG, PNG, GIF, BMP required."); 2.20 is untested, so it is treated as not.
+TF_WEBP_SINCE = (2, 21)
+# The names TensorFlow is installed under (pip, Apple's old build, nightly builds).
+TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly")
 # File name endings image_dataset_from_directory uses; it skips all other files.
 KERAS_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 WHITE = (255, 255, 255)
@@ -761,7 +769,32 @@ def _problem_for_keras(path, relative):
         return err.cause
     if fmt not in TF_FORMATS:
         return f"is a {fmt} file, which TensorFlow cannot read"
+    if fmt not in tensorflow_formats():
+        return (f"is a {fmt} file, which TensorFlow {_shown(tensorflow_version(), 20)} cannot read "
+                f"({'.'.join(map(str, TF_WEBP_SINCE))} can)")
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def tensorflow_version():
+    """The installed TensorFlow's version (from its package metadata: TensorFlow is not imported), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in TF_DISTRIBUTIONS:
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def tensorflow_formats():
+    """The formats image_dataset_from_directory reads with the TensorFlow installed here (TF_FORMATS
+    without WebP before TensorFlow 2.21; all of TF_FORMATS where TensorFlow is absent or unreadable)."""
+    found = re.match(r"(\d+)\.(\d+)", tensorflow_version() or "")
+    if found and (int(found[1]), int(found[2])) < TF_WEBP_SINCE:
+        return TF_FORMATS - {"WEBP"}
+    return set(TF_FORMATS)
 
 
 def _some(names, limit=3):

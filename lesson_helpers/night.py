@@ -18,7 +18,7 @@ from PIL import Image, ImageFilter
 
 
 def to_night(picture):
-    """A night version of one picture: an array (height, width, 3) of pixel values 0-255."""
+    """A night version of one picture (an array: height, width, 3 colours, values 0-255)."""
     day = np.asarray(picture).clip(0, 255).astype("uint8")
     grey = Image.fromarray(day).convert("L")                      # infrared: no colour
     soft = grey.filter(ImageFilter.GaussianBlur(radius=1.2))      # a cheap lens, slightly out of focus
@@ -29,12 +29,13 @@ def to_night(picture):
     x = x.mean() + 0.45 * (x - x.mean())                          # low contrast
     noise = np.random.default_rng(zlib.crc32(day.tobytes())).normal(0, 0.05, x.shape)
     x = (x + noise).clip(0, 1)                                    # sensor noise, the same for the same picture
-    return np.repeat((x * 255)[..., np.newaxis], 3, axis=-1)      # three equal channels, as the model expects
+    grey_8bit = (x * 255).round().astype("uint8")                 # 8-bit pixels, as a camera writes them
+    return np.repeat(grey_8bit[..., np.newaxis], 3, axis=-1)      # three equal channels, as the model expects
 
 
 def to_night_batch(pictures):
-    """:func:`to_night` for each picture of an array (n, height, width, 3); float32 values 0-255."""
-    return np.stack([to_night(p) for p in pictures]).astype("float32")
+    """:func:`to_night` for each picture of an array (n, height, width, 3): an uint8 array of the same shape."""
+    return np.stack([to_night(p) for p in pictures])
 
 
 # --------------------------------------------------------------------------- episode 4: a door to start from

@@ -600,6 +600,33 @@ def test_a_folder_where_a_file_should_be(lesson, capsys):
     assert f"folder    {dog}  -> a folder is where this file belongs: move or delete it" in capsys.readouterr().out
 
 
+def test_messages_stay_one_short_line_with_a_long_data_folder(lesson, monkeypatch):
+    """A data folder deep in a long path (a Windows profile in OneDrive, a shared drive): every message is still
+    one line under 300 characters, with the file's name and the fix; the path loses its middle."""
+    deep = lesson.tmp / "OneDrive - A University With A Long Name" / "Documents" / ("workshop_" * 12) / ("x" * 60)
+    monkeypatch.setenv("LESSON_DATA_DIR", str(deep / "data"))
+    fail_writes(monkeypatch, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    message = error_of(data.fetch, mirror=lesson.mirror)
+    assert message.startswith(f"no space left on the disk while writing {lesson.tmp}") and "..." in message
+    assert message.endswith("happy_dog.jpg: free some space (the lesson needs about 120 MB), or set LESSON_DATA_DIR "
+                            "to a folder on a disk with space you can write to"), message
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "registry_file", lambda: lesson.registry)
+    monkeypatch.setenv("KERAS_HOME", str(lesson.tmp / "keras_home"))
+    monkeypatch.setenv("LESSON_DATA_DIR", str(deep / "data"))
+    (deep / "data" / "doggy_door_images" / "happy_dog.jpg").mkdir(parents=True)
+    message = error_of(data.fetch, mirror=lesson.mirror)
+    assert message.endswith("happy_dog.jpg is a folder, but the lesson needs a file there: move or delete that "
+                            "folder, then fetch again"), message
+
+
+def test_one_line_keeps_short_messages_and_cuts_long_ones():
+    assert data._one_line("a\n  b  c\r\n") == "a b  c"   # line breaks go; other spacing stays (SHA256  path)
+    assert data.LessonDataError("fine: as it is").args == ("fine: as it is",)
+    long = data._one_line("x" * 500)
+    assert len(long) < 300 and long.startswith("xxx") and "..." in long
+
+
 def test_a_file_where_the_data_folder_should_be(lesson, monkeypatch):
     (lesson.tmp / "a_file").write_text("x")
     monkeypatch.setenv("LESSON_DATA_DIR", str(lesson.tmp / "a_file"))

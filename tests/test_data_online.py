@@ -577,6 +577,42 @@ def test_weights_put_there_by_keras_are_checked_then_recorded(lesson):
     assert states(lesson)[WEIGHTS] == "corrupt"
 
 
+def mirror_with_weights(lesson, content):
+    """The fake mirror, its weights file replaced by ``content`` and SHA256SUMS updated."""
+    (lesson.mirror / WEIGHTS).write_bytes(content)
+    sums = [line for line in (lesson.mirror / "SHA256SUMS").read_text().splitlines() if not line.endswith(WEIGHTS)]
+    (lesson.mirror / "SHA256SUMS").write_text("\n".join([*sums, f"{sha(content)}  {WEIGHTS}"]) + "\n")
+
+
+def test_weights_damaged_before_the_helpers_saw_them_are_replaced_from_the_mirrors_sums(lesson):
+    """Issue 13, case 2: weights put in the Keras cache without the helpers (by Keras, by hand), damaged inside a
+    kernel (same size, right layout), pass the layout check; a fetch from a mirror whose SHA256SUMS holds the
+    right hash must replace them, not keep them."""
+    name = Path(WEIGHTS).name
+    content, offset = layout_h5(name)
+    mirror_with_weights(lesson, content)
+    lesson.models.mkdir(parents=True)
+    weights = lesson.models / name
+    weights.write_bytes(content)
+    flip_middle(weights, offset + 1000)
+    assert states(lesson)[WEIGHTS] == "ok"   # only the layout can be checked without a known hash
+    data.fetch(mirror=lesson.mirror)
+    assert weights.read_bytes() == content and states(lesson)[WEIGHTS] == "ok"
+    assert data.read_sha256sums(lesson.models / data.TRUST_FILE) == {name: sha(content)}
+
+
+def test_real_weights_are_never_replaced_by_the_mirrors_stand_ins(lesson, monkeypatch):
+    name = Path(WEIGHTS).name
+    real, _ = layout_h5(name)
+    stand_in, _ = layout_h5(name, fill="bn_Conv1")
+    mirror_with_weights(lesson, stand_in)
+    monkeypatch.setattr(data, "STAND_IN_WEIGHTS_SHA256", {sha(stand_in)})
+    lesson.models.mkdir(parents=True)
+    (lesson.models / name).write_bytes(real)
+    data.fetch(mirror=lesson.mirror)
+    assert (lesson.models / name).read_bytes() == real and states(lesson)[WEIGHTS] == "ok"
+
+
 def test_registry_hash_of_the_real_weights_is_enforced(online):
     content, _ = layout_h5(Path(WEIGHTS).name)
     url = online.server.add("/w.h5", content)

@@ -294,9 +294,9 @@ def folder_check(root, good, damaged_files, where):
     for i, bad in enumerate(damaged_files):
         path = root / "damaged" / f"{i:03d}.png"
         path.write_bytes(bad)
-        if _format_if_readable(path) in images.TF_FORMATS:
+        if _format_if_readable(path) in images.tensorflow_formats():
             readable.add(path.name)
-    good_ok = _format_if_readable(root / "good" / "good.png") in images.TF_FORMATS
+    good_ok = _format_if_readable(root / "good" / "good.png") in images.tensorflow_formats()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", images.LessonImageWarning)

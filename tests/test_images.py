@@ -18,6 +18,7 @@ import pytest
 from PIL import Image, ImageDraw, features
 
 import lesson_helpers
+from lesson_helpers import images
 from lesson_helpers.images import (MAX_PIXELS, LessonImageError, LessonImageWarning, check_image_folder,
                                    load_image, open_image)
 
@@ -305,6 +306,35 @@ def test_webp_named_jpg_and_nested_folders_count(tmp_path):
     (root / "bo" / "more").mkdir()
     halves().save(root / "bo" / "more" / "bo_13.jpg", format="WEBP")
     assert check_image_folder(root, verbose=False) == {"bo": 4, "not_bo": 3}
+
+
+@pytest.mark.parametrize("tensorflow, readable", [("2.19.1", False), ("2.20.0", False), ("2.21.0", True),
+                                                   ("2.22.0rc1", True), (None, True)])
+def test_webp_named_jpg_is_refused_where_the_installed_tensorflow_cannot_read_it(tmp_path, monkeypatch,
+                                                                                 tensorflow, readable):
+    """TensorFlow 2.19 (the oldest the lesson supports, a Colab version) fails on a WebP file in
+    image_dataset_from_directory: the check must say so there, not count it."""
+    monkeypatch.setattr(images, "tensorflow_version", lambda: tensorflow)
+    root = make_dataset(tmp_path / "train")
+    halves().save(root / "bo" / "bo_13.jpg", format="WEBP")
+    if readable:
+        assert check_image_folder(root, verbose=False) == {"bo": 4, "not_bo": 3}
+        return
+    with pytest.raises(LessonImageError) as info:
+        check_image_folder(root, verbose=False)
+    message = str(info.value)
+    assert f"bo/bo_13.jpg is a WEBP file, which TensorFlow {tensorflow} cannot read (2.21 can)" in message, message
+    assert "\n" not in message and len(message) < 300 and "replace each with a JPEG or PNG copy" in message
+
+
+def test_tensorflow_version_is_read_without_importing_tensorflow():
+    images.tensorflow_version.cache_clear()
+    code = ("import sys; from lesson_helpers import images; v = images.tensorflow_version(); "
+            "print(v, 'tensorflow' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(images.__file__).parents[1])
+    version, imported = run.stdout.split()
+    assert imported == "False" and version.startswith("2."), run.stdout + run.stderr
 
 
 def test_stray_files_are_named_in_a_warning(tmp_path):

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import pytest
 
 from lesson_helpers import lesson
-from lesson_helpers.results import RESULTS_DIR_ENV, record_results, results_path
+from lesson_helpers.results import RESULTS_DIR_ENV, record_results, results_dir, results_path
 
 # This module is imported while pytest collects, before any notebook cell runs.
 SESSION_START = time.time()
@@ -125,3 +125,15 @@ def test_record_results_writes_fresh_json(tmp_path, monkeypatch):
     assert record["accuracy"] == 0.5 and record["phase_times_s"] == {"training": 1.25}
     assert record["episode"] == 7 and record["recorded_at"] >= before and record["wall_time_s"] >= 0
     assert [p.name for p in tmp_path.iterdir()] == ["episode-07.json"]  # no temporary file left
+
+
+def test_fine_tuning_gain_holds_over_other_seeds():
+    """Episode 3's gain over the frozen door, over the seeds `make seeds` ran (tools/seeds.py)."""
+    path = results_dir() / "episode-03-seeds.json"
+    if not path.is_file():
+        pytest.skip(f"no {path}: run `make seeds` (about 3 runs of episode 3)")
+    record = json.loads(path.read_text())
+    gains = {row["seed"]: row["test_gain_pictures"] for row in record["seeds"]}
+    assert len(gains) >= 3 and 42 not in gains, f"{path}: needs three seeds other than the episode's, has {gains}"
+    assert record["mean_gain_points"] >= 3, f"mean gain {record['mean_gain_points']} points < 3 (gains {gains})"
+    assert min(gains.values()) >= 0, f"a seed ends below the frozen door: gains in test pictures {gains}"

@@ -183,6 +183,19 @@ def test_oldest_job_and_requirements(workflow):
         assert f"{label} {oldest[name]}" in readme, f"README must state the oldest {label}"
 
 
+def test_weights_job_checks_the_real_weights_hashes_without_holding_up_publishing(workflow):
+    """Issue 13, case 2: the online CI job runs the maintainers' command and fails when the hashes change."""
+    jobs = workflow["jobs"]
+    job = jobs["weights"]
+    assert job["if"] == MAIN_OR_BY_HAND and job["runs-on"] == "ubuntu-latest"
+    scripts = runs(job)
+    assert any("lesson_helpers hash-weights --check" in s and "exit 1" in s for s in scripts)
+    assert not any(re.search(r"^\s*python[^\n]*hash-weights --write", s, re.M) for s in scripts), "CI never writes"
+    for name, other in jobs.items():
+        needs = other.get("needs", [])
+        assert "weights" not in ([needs] if isinstance(needs, str) else needs), f"{name} waits for the weights job"
+
+
 def test_notebook_times_plugin_adds_up_each_file(tmp_path):
     (tmp_path / "test_slow.py").write_text(
         "import time\n\ndef test_a():\n    time.sleep(0.3)\n\ndef test_b():\n    time.sleep(0.3)\n")

@@ -11,7 +11,8 @@ included). The accuracies and per-phase times come from the results file the
 notebook's last cell writes (results/episode-NN.json, see
 lesson_helpers/results.py). The table is printed and written to
 results/benchmark.md. An episode slower than its `budget_s` in _config.yml is
-marked OVER BUDGET, and the exit status is then 1.
+marked OVER BUDGET, and so is one whose recorded phase (``phase_times_s``) took
+over 60 s; the exit status is then 1.
 """
 
 import json
@@ -32,6 +33,7 @@ from lesson_helpers import lesson  # noqa: E402
 from lesson_helpers.results import results_dir, results_path  # noqa: E402
 
 CURRENT_ENV = "lesson-benchmark-current-env"
+PHASE_BUDGET_S = 60  # no single recorded phase (a training run, a caching pass) may take longer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit it: no TensorFlow start-up chatter
 
 
@@ -69,6 +71,51 @@ def fmt(value, digits=3):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _record(name):
+    path = results_dir() / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def variants_table(ran, walls):
+    """Fast and end-to-end ways of episodes 2 and 3: time, accuracy, fast time / one forward pass, anchor."""
+    lines = ["", "| episode | way | time (s) | accuracy | × one forward pass |", "|---|---|---:|---:|---:|"]
+    two = _record("episode-02.json") if 2 in ran else None
+    if two:
+        phases = two.get("phase_times_s", {})
+        floor = phases.get("cats_dogs_feature_extraction")
+        fast = floor + phases.get("cats_dogs_cached_head_training", 0) if floor else None
+        lines.append(f"| 02 | cached features (valid) | {fmt(fast, 0)} | "
+                     f"{fmt(two.get('cats_dogs_cached_valid_accuracy'))} | {fmt(fast / floor if floor else None, 2)} |")
+        lines.append(f"| 02 | end to end (valid) | {fmt(phases.get('cats_dogs_end_to_end_training'), 0)} | "
+                     f"{fmt(two.get('cats_dogs_end_to_end_valid_accuracy'))} | |")
+    three = _record("episode-03.json") if 3 in ran else None
+    if three:
+        print("running tools/variants.py (episode 3 end to end, and one forward pass) ...", flush=True)
+        import variants  # tools/variants.py, beside this file
+
+        variants.main()
+        extra = _record("variants-03.json")
+        phases = three.get("phase_times_s", {})
+        fast = phases.get("caching", 0) + phases.get("fine_tuning", 0)
+        floor = extra["forward_pass_s"]
+        lines.append(f"| 03 | cached activations (test) | {fmt(fast, 0)} | {fmt(three.get('test_accuracy'))} | "
+                     f"{fmt(fast / floor, 2)} |")
+        lines.append(f"| 03 | end to end (test) | {fmt(extra['end_to_end_fine_tuning_s'], 0)} | "
+                     f"{fmt(extra['end_to_end_test_accuracy'])} | |")
+        lines.append(f"| 03 | one forward pass over the same pictures | {fmt(floor, 0)} | | 1.00 |")
+    anchor = _record("tutorial-anchor.json")
+    if anchor and 2 in walls and 3 in walls:
+        lesson_s = walls[2] + walls[3]
+        lines.append("")
+        lines.append(f"The TensorFlow tutorial's recipe (tools/tutorial_anchor.py, results/tutorial-anchor.json): "
+                     f"{anchor['total_s']:.0f} s of training; episodes 2 and 3 as whole runs: {lesson_s:.0f} s, "
+                     f"{anchor['total_s'] / lesson_s:.1f}× faster.")
+    else:
+        lines.append("")
+        lines.append("No results/tutorial-anchor.json: `python tools/tutorial_anchor.py` writes it (about 10 minutes).")
+    return lines
+
+
 def main(prefixes):
     rows, failed = [], []
     for ep in lesson.episodes():
@@ -98,6 +145,9 @@ def main(prefixes):
         phases = record.get("phase_times_s", {})
         rows.append((number, wall, accuracies, phases))
         over = f" OVER BUDGET ({ep.budget_s} s in _config.yml)" if ep.budget_s and wall > ep.budget_s else ""
+        slow = [f"{name} {seconds:.0f} s" for name, seconds in phases.items() if seconds > PHASE_BUDGET_S]
+        if slow:
+            over += f" PHASE OVER {PHASE_BUDGET_S} s: {', '.join(slow)}"
         if over:
             failed.append(number)
         print(f"  {wall:.0f} s{over}", flush=True)
@@ -111,6 +161,8 @@ def main(prefixes):
         lines.append(f"| {number:02d} | {'FAILED' if wall is None else f'{wall:.0f}'} | {phase_text} | {acc_text} |")
     total = sum(wall for _, wall, _, _ in rows if wall is not None)
     lines.append(f"| all | {total:.0f} | | |")
+    ran = {number for number, wall, _, _ in rows if wall is not None}
+    lines += variants_table(ran, {number: wall for number, wall, _, _ in rows if wall is not None})
     table = "\n".join(lines)
     print()
     print(table)

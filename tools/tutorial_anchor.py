@@ -11,7 +11,8 @@ The recipe (written here in Keras 3, from the tutorial's description): cats_and_
 batch 32; a fifth of the validation batches held out as test; augmentation (horizontal flip, rotation 0.2)
 in the model; frozen MobileNetV2 base, global average pooling, dropout 0.2, Dense(1) logits; Adam 1e-4 for
 10 epochs trained end to end; then layers from 100 on unfrozen, RMSprop 1e-5, 10 more epochs. Prints the
-wall time of each phase and the test accuracy, to compare with `make bench`.
+wall time of each phase and the test accuracy, and writes them to results/tutorial-anchor.json,
+which `make bench` compares with episodes 2 and 3.
 """
 
 import json
@@ -24,6 +25,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import lesson_helpers  # noqa: E402
+from lesson_helpers.results import results_dir  # noqa: E402
 
 SIZE = (160, 160)
 
@@ -68,6 +70,8 @@ def main():
     numbers["test_accuracy"] = model.evaluate(test, verbose=0)[1]
     numbers["total_s"] = numbers["feature_extraction_s"] + numbers["fine_tuning_s"]
     print(json.dumps(numbers, indent=2))
+    results_dir().mkdir(parents=True, exist_ok=True)
+    (results_dir() / "tutorial-anchor.json").write_text(json.dumps(numbers, indent=2) + "\n")
 
 
 if __name__ == "__main__":
