@@ -1,8 +1,10 @@
 """The doggy door, away from the notebook (episode 4): open for dogs, shut for cats.
 
-    python door.py MODEL.tflite PICTURE [PICTURE ...]
+    python door.py [--threshold T] MODEL.tflite PICTURE [PICTURE ...]
 
 For each picture, one line: OPEN or SHUT, the probability that it shows a dog, and the file.
+The door opens when the model's logit is above the threshold T: by default the "threshold" of
+a file door.json in the model's folder (episode 3 chose it for a policy), else 0 (P(dog) > 0.5).
 A picture that cannot be read gets one line on stderr saying why, and the others are still
 decided; the exit status is then 1 (2 when the model itself cannot be used).
 
@@ -16,7 +18,9 @@ Needs NumPy, Pillow, ai-edge-litert and the lesson's helpers (for reading pictur
 no TensorFlow, so it runs on a small computer by the door.
 """
 
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -31,8 +35,14 @@ def load_door(model_path):
     return interpreter
 
 
-def probability_of_dog(interpreter, picture):
-    """P(dog) for one picture: an array (height, width, 3) of pixel values 0-255."""
+def default_threshold(model_path):
+    """The threshold saved beside the model (door.json in its folder), else 0."""
+    saved = Path(model_path).parent / "door.json"
+    return float(json.loads(saved.read_text())["threshold"]) if saved.is_file() else 0.0
+
+
+def door_logit(interpreter, picture):
+    """The model's logit for one picture: an array (height, width, 3) of pixel values 0-255."""
     entry = interpreter.get_input_details()[0]
     exit_ = interpreter.get_output_details()[0]
     x = picture[np.newaxis].astype("float32")
@@ -46,17 +56,30 @@ def probability_of_dog(interpreter, picture):
     if exit_["dtype"] != np.float32:  # integer output: back to a logit
         scale, zero_point = exit_["quantization"]
         logit = (logit - zero_point) * scale
-    return float(1 / (1 + np.exp(-logit)))
+    return float(logit)
 
 
 def main(argv):
     if len(argv) < 2 or argv[0] in ("-h", "--help"):
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
+    threshold = None
+    if argv[0] == "--threshold" or argv[0].startswith("--threshold="):
+        value, argv = (argv[1], argv[2:]) if argv[0] == "--threshold" else (argv[0].split("=", 1)[1], argv[1:])
+        try:
+            threshold = float(value)
+        except ValueError:
+            print(f"door.py: the threshold must be a number, not {value!r}", file=sys.stderr)
+            return 2
+    if len(argv) < 2:
+        print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
+        return 2
     model_path, pictures = argv[0], argv[1:]
     try:
         interpreter = load_door(model_path)
-    except (OSError, ValueError, RuntimeError) as err:
+        if threshold is None:
+            threshold = default_threshold(model_path)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
         print(f"door.py: cannot use the model {model_path}: {str(err).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     height, width = interpreter.get_input_details()[0]["shape"][1:3]
@@ -68,8 +91,9 @@ def main(argv):
             print(f"ERROR {err}", file=sys.stderr, flush=True)
             failed += 1
             continue
-        p_dog = probability_of_dog(interpreter, picture)
-        print(f"{'OPEN' if p_dog > 0.5 else 'SHUT'}  P(dog) = {p_dog:.2f}  {path}", flush=True)
+        logit = door_logit(interpreter, picture)
+        p_dog = 1 / (1 + np.exp(-logit))
+        print(f"{'OPEN' if logit > threshold else 'SHUT'}  P(dog) = {p_dog:.2f}  {path}", flush=True)
     return 1 if failed else 0
 
 

@@ -129,7 +129,29 @@ def test_model_that_cannot_be_used_is_one_line(pictures):
 
 def test_usage_without_pictures():
     result = run_door("door.tflite")
-    assert result.returncode == 2 and "python door.py MODEL.tflite PICTURE" in result.stderr
+    assert result.returncode == 2 and "python door.py [--threshold T] MODEL.tflite PICTURE" in result.stderr
+
+
+@pytest.mark.slow
+def test_threshold_from_the_command_line(model, pictures):
+    """The bright picture's logit is about +5.8: a threshold of 6 keeps the door shut, --threshold=-6 opens it for both."""
+    result = run_door("--threshold", "6", model, pictures / "bright.png")
+    assert result.returncode == 0 and result.stdout.startswith("SHUT  P(dog) = 1.00"), result.stdout + result.stderr
+    result = run_door("--threshold=-6", model, pictures / "bright.png", pictures / "dark night.jpg")
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["OPEN", "OPEN"], result.stdout
+    result = run_door("--threshold", "high", model, pictures / "bright.png")
+    assert result.returncode == 2 and "must be a number" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_threshold_from_door_json_beside_the_model(model, pictures, tmp_path):
+    """Without --threshold, door.json in the model's folder sets it (as episode 4 writes it); the option wins."""
+    (tmp_path / model.name).write_bytes(model.read_bytes())
+    (tmp_path / "door.json").write_text('{"threshold": 6.0, "policy": 0.02}')
+    result = run_door(tmp_path / model.name, pictures / "bright.png")
+    assert result.returncode == 0 and result.stdout.startswith("SHUT"), result.stdout + result.stderr
+    result = run_door("--threshold", "0", tmp_path / model.name, pictures / "bright.png")
+    assert result.stdout.startswith("OPEN"), result.stdout + result.stderr
 
 
 def test_blocker_works():
