@@ -147,3 +147,19 @@ def repository():
 def colab_url(stem):
     url, branch = repository()
     return f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/{branch}/lessons/{stem}.ipynb"
+
+
+def lesson_file(relative):
+    """A file of the lesson's repository (e.g. ``"lessons/door.py"``): the checkout's own copy, else (on Colab,
+    where a notebook arrives alone) a copy downloaded from the repository of ``_config.yml`` into the current folder."""
+    if in_checkout():
+        return REPO / relative
+    target = Path.cwd() / Path(relative).name
+    if not target.is_file():
+        import urllib.request
+
+        url, branch = repository()
+        raw = f"https://raw.githubusercontent.com/{url.removeprefix('https://github.com/')}/{branch}/{relative}"
+        with urllib.request.urlopen(raw, timeout=60) as response:
+            target.write_bytes(response.read())
+    return target
