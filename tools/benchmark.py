@@ -47,10 +47,10 @@ class CurrentEnvKernelSpecs(KernelSpecManager):
         return super().get_kernel_spec(kernel_name)
 
 
-def run(notebook):
+def run(notebook, workdir=None):
     nb = nbformat.read(notebook, as_version=4)
     client = NotebookClient(nb, kernel_name=CURRENT_ENV, timeout=1800,
-                            resources={"metadata": {"path": str(notebook.parent)}},
+                            resources={"metadata": {"path": str(workdir or notebook.parent)}},
                             kernel_manager_class=_kernel_manager_class())
     start = time.perf_counter()
     client.execute()

@@ -35,13 +35,12 @@ def run_with_seed(notebook, seed):
         raise SystemExit(f"{notebook.name}: expected one cell with {SEED_LINE!r}, found {len(cells)}")
     cells[0].source = cells[0].source.replace(SEED_LINE, f"keras.utils.set_random_seed({seed})")
     with tempfile.TemporaryDirectory() as scratch:
-        copy = notebook.with_name(f".seed-{seed}-{notebook.name}")
+        copy = Path(scratch) / notebook.name  # run with lessons/ as its working directory, as tools/benchmark.py does
         nbformat.write(nb, copy)
         os.environ[RESULTS_DIR_ENV] = scratch
         try:
-            wall = run(copy)
+            wall = run(copy, workdir=notebook.parent)
         finally:
-            copy.unlink(missing_ok=True)
             del os.environ[RESULTS_DIR_ENV]
         record = json.loads((Path(scratch) / "episode-03.json").read_text())
     record["wall_time_s"] = round(wall, 1)
