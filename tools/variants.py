@@ -6,7 +6,7 @@ Episode 3 fine-tunes on activations cached at the unfreeze point (the fast way).
 fine-tuning runs end to end, on the night pictures, with random mirroring in the model (the usual way,
 as in the TensorFlow tutorial and the episode's challenge), for as many passes over the pictures as the
 episode's run saw (results/episode-03.json: each fast epoch holds every picture and its mirror image,
-so it counts as two), with the same early stopping. It also measures the floor for the fast way: one
+so it counts as two), with the same learning-rate schedule and early stopping. It also measures the floor for the fast way: one
 forward pass of the whole model over the same pictures that the fast way reads (every training
 picture and its mirror, the validation and the test pictures).
 """
@@ -78,11 +78,15 @@ def episode_3(fast_epochs):
     for layer in top.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
+    epochs = 2 * fast_epochs  # a fast epoch holds every picture twice (and its mirror image)
+    steps = int(np.ceil(len(x_train) / 32))
+    schedule = keras.optimizers.schedules.CosineDecay(  # the episode's: warm-up for a fast epoch, then cosine
+        initial_learning_rate=0.0, warmup_target=1e-4, warmup_steps=2 * steps, decay_steps=(epochs - 2) * steps)
     model = compiled(keras.Sequential([keras.Input(SIZE + (3,)), keras.layers.RandomFlip("horizontal"),
-                                       bottom, top, keras.layers.GlobalAveragePooling2D(), head]), 1e-4)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True)
+                                       bottom, top, keras.layers.GlobalAveragePooling2D(), head]), schedule)
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=4, restore_best_weights=True)
     start = time.perf_counter()
-    history = model.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=2 * fast_epochs,
+    history = model.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=epochs,
                         callbacks=[stop], verbose=2)
     end_to_end_s = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
