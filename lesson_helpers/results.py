@@ -6,7 +6,7 @@ and ``tools/benchmark.py`` read the file it writes.
 
 import json
 import os
-import tempfile
+import secrets
 import time
 from pathlib import Path
 
@@ -49,7 +49,9 @@ def record_results(episode, **numbers):
     record["recorded_at"] = time.time()
     target = results_path(episode)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    # os.open applies the umask, as for any new file (tempfile.mkstemp would make it readable by its owner only)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=2)  # phases stay in the order they ran

@@ -17,6 +17,7 @@ episode's ``budget_s``.
 
 import ast
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,6 +126,9 @@ def test_record_results_writes_fresh_json(tmp_path, monkeypatch):
     assert record["accuracy"] == 0.5 and record["phase_times_s"] == {"training": 1.25}
     assert record["episode"] == 7 and record["recorded_at"] >= before and record["wall_time_s"] >= 0
     assert [p.name for p in tmp_path.iterdir()] == ["episode-07.json"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file: others can read it, as for data files
 
 
 def test_fine_tuning_gain_holds_over_other_seeds():
