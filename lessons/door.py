@@ -3,7 +3,7 @@
     python door.py [--threshold T] MODEL.tflite PICTURE [PICTURE ...]
 
 For each picture, one line: OPEN or SHUT, the probability that it shows a dog, and the file.
-The door opens when the model's logit is above the threshold T: by default the "threshold" of
+The door opens when the model's logit is at or above the threshold T: by default the "threshold" of
 a file door.json in the model's folder (episode 3 chose it for a policy), else 0 (P(dog) > 0.5).
 A picture that cannot be read gets one line on stderr saying why, and the others are still
 decided; the exit status is then 1 (2 when the model itself cannot be used).
@@ -11,7 +11,7 @@ decided; the exit status is then 1 (2 when the model itself cannot be used).
 The pictures are the door camera's own pictures: at night the camera already takes grey
 infrared pictures, so this program does NOT apply the lesson's `to_night` (that function only
 makes night pictures from day pictures, for training and testing). It prepares each picture
-exactly as the model expects: upright RGB, resized to the model's input size (160 x 160),
+as the model expects: upright RGB, resized to the model's input size (160 x 160),
 pixel values 0-255 as float32; the model rescales them itself.
 
 Needs NumPy, Pillow, ai-edge-litert and the lesson's helpers (for reading pictures safely);
@@ -93,7 +93,7 @@ def main(argv):
             continue
         logit = door_logit(interpreter, picture)
         p_dog = 1 / (1 + np.exp(-logit))
-        print(f"{'OPEN' if logit > threshold else 'SHUT'}  P(dog) = {p_dog:.2f}  {path}", flush=True)
+        print(f"{'OPEN' if logit >= threshold else 'SHUT'}  P(dog) = {p_dog:.2f}  {path}", flush=True)
     return 1 if failed else 0
 
 
