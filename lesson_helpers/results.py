@@ -5,12 +5,9 @@ and ``tools/benchmark.py`` read the file it writes.
 """
 
 import json
-import os
-import secrets
 import time
-from pathlib import Path
 
-from .data import lesson_folder
+from .data import _atomic_write, lesson_folder
 
 RESULTS_DIR_ENV = "LESSON_RESULTS_DIR"
 
@@ -48,16 +45,6 @@ def record_results(episode, **numbers):
     record.setdefault("wall_time_s", round(time.perf_counter() - _IMPORTED_AT, 2))
     record["recorded_at"] = time.time()
     target = results_path(episode)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # os.open applies the umask, as for any new file (tempfile.mkstemp would make it readable by its owner only)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2)  # phases stay in the order they ran
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # phases stay in the order they ran; written as the data files are (atomically, with the umask's permissions)
+    _atomic_write(target, (json.dumps(record, indent=2) + "\n").encode())
     return target
