@@ -350,7 +350,7 @@ def test_registry_paths_cannot_leave_their_folders(lesson, bad_path):
 CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from lesson_helpers import data, lesson as lesson_config
+    from lesson_helpers import data
 
     registry, mirror, log, go = sys.argv[1:5]
     data.registry_file = lambda: Path(registry)
