@@ -74,10 +74,11 @@ def episode_3(fast_epochs):
     head = keras.Sequential([keras.Input((1280,)), keras.layers.Dropout(0.2), keras.layers.Dense(1)])
     features = np.concatenate([whole.predict(x_train, verbose=0), whole.predict(x_train[:, :, ::-1], verbose=0)])
     compiled(head, 1e-3).fit(features, np.concatenate([y_train, y_train]), epochs=10, verbose=0)
-    top.trainable = True
+    # Layer by layer: on a model built from base's layers, `top.trainable = True` while its own flag is still
+    # True changes nothing (Keras 3.15), and its layers stay frozen by `base.trainable = False`.
     for layer in top.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    assert top.trainable_weights, "the top of the base is still frozen"
     epochs = 2 * fast_epochs  # a fast epoch holds every picture twice (and its mirror image)
     steps = int(np.ceil(len(x_train) / 32))
     schedule = keras.optimizers.schedules.CosineDecay(  # the episode's: warm-up for a fast epoch, then cosine
