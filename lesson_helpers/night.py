@@ -76,9 +76,8 @@ def quick_night_door(train_folder, pictures=400, epochs=20, seed=42):
 
     Night pictures are dark and low in contrast, so their pixels fill only a narrow band of the range the
     base was trained on. The door's Rescaling layer therefore stretches them: it maps the night pictures'
-    mean and spread onto those of the day pictures (then to [-1, 1], as MobileNetV2 expects). That gains a
-    little accuracy and makes the door much less sensitive to 8-bit quantisation (episode 4). Without
-    fine-tuning it stays clearly less accurate than episode 3's door."""
+    mean and spread onto those of the day pictures (then to [-1, 1], as MobileNetV2 expects), which gains a
+    little accuracy. Without fine-tuning it stays clearly less accurate than episode 3's door."""
     import keras  # lazily: the rest of this module needs only NumPy and Pillow
 
     keras.utils.set_random_seed(seed)

@@ -4,7 +4,7 @@
 
 For each picture, one line: OPEN or SHUT, the probability that it shows a dog, and the file.
 The door opens when the model's logit is at or above the threshold T: by default the "threshold" of
-a file door.json in the model's folder (episode 3 chose it for a policy), else 0 (P(dog) > 0.5).
+a file door.json in the model's folder (episode 3 chose it for a policy), else 0 (P(dog) >= 0.5).
 A picture that cannot be read gets one line on stderr saying why, and the others are still
 decided; the exit status is then 1 (2 when the model itself cannot be used).
 
