@@ -4,7 +4,8 @@
 ``episodes`` in order, then ``learners``, ``instructors`` and ``profiles`` pages. Each episode
 entry names its file in ``lessons/``, the data it needs (groups of ``registry.csv``) and its
 ``targets``: Python expressions over the numbers the episode's last cell records (see
-``results.py``), checked by ``tests/test_targets.py``. Each episode's Carpentries metadata
+``results.py``), checked by ``tests/test_targets.py``; ``stand_in_targets`` are checked only when
+the numbers were measured with the offline stand-in weights (they describe those weights). Each episode's Carpentries metadata
 (title, minutes, questions, objectives, keypoints) is in its own front matter.
 
 Everything that lists episodes follows from here: the data each episode fetches, the tests, the
@@ -65,7 +66,8 @@ class Episode:
     file: str                       # e.g. "03-fine-tuning.md", in lessons/
     summary: str = ""               # one line for the README's table of episodes
     data: tuple = ()                # registry groups the episode fetches
-    targets: tuple = ()             # expressions over results/episode-NN.json
+    targets: tuple = ()             # expressions over results/episode-NN.json, for any weights
+    stand_in_targets: tuple = ()    # the same, checked only with the offline stand-in weights
     budget_s: int = 0               # `make bench` fails an episode slower than this (2-core CPU)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -110,9 +112,10 @@ def _episode(entry, index):
         raise ValueError(f"{where}: each episode needs `file: NN-name.md`")
     if not re.fullmatch(r"\d\d-[\w-]+\.md", entry["file"]):
         raise ValueError(f"{where}: {entry['file']!r} is not of the form NN-name.md")
-    known = {"file", "summary", "data", "targets", "budget_s"}
+    known = {"file", "summary", "data", "targets", "stand_in_targets", "budget_s"}
     return Episode(file=entry["file"], summary=str(entry.get("summary") or ""), data=tuple(entry.get("data") or ()),
-                   targets=tuple(entry.get("targets") or ()), budget_s=int(entry.get("budget_s") or 0),
+                   targets=tuple(entry.get("targets") or ()),
+                   stand_in_targets=tuple(entry.get("stand_in_targets") or ()), budget_s=int(entry.get("budget_s") or 0),
                    extra={k: v for k, v in entry.items() if k not in known})
 
 
