@@ -12,11 +12,13 @@ batch 32; a fifth of the validation batches held out as test; augmentation (hori
 in the model; frozen MobileNetV2 base, global average pooling, dropout 0.2, Dense(1) logits; Adam 1e-4 for
 10 epochs trained end to end; then layers from 100 on unfrozen, RMSprop 1e-5, 10 more epochs. Prints the
 wall time of each phase and the test accuracy, and writes them to results/tutorial-anchor.json,
-which `make bench` compares with episodes 2 and 3.
+which `make bench` compares with episodes 2 and 3 (it runs this script first when that file is missing or
+was written on another machine).
 """
 
 import json
 import os
+import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +30,11 @@ import lesson_helpers  # noqa: E402
 from lesson_helpers.results import results_dir  # noqa: E402
 
 SIZE = (160, 160)
+
+
+def machine():
+    """This computer, as tools/benchmark.py names it: the anchor is compared with episodes run on the same one."""
+    return f"{platform.node()} ({platform.processor() or platform.machine()})"
 
 
 def main():
@@ -69,6 +76,8 @@ def main():
     numbers["fine_tuning_s"] = time.perf_counter() - start
     numbers["test_accuracy"] = model.evaluate(test, verbose=0)[1]
     numbers["total_s"] = numbers["feature_extraction_s"] + numbers["fine_tuning_s"]
+    numbers["machine"] = machine()
+    numbers["recorded_at"] = time.time()
     print(json.dumps(numbers, indent=2))
     results_dir().mkdir(parents=True, exist_ok=True)
     (results_dir() / "tutorial-anchor.json").write_text(json.dumps(numbers, indent=2) + "\n")
