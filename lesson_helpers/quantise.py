@@ -1,20 +1,25 @@
-"""Bias correction before int8 conversion (episode 4).
+"""Bias correction before full-integer (int8) conversion (episode 4).
 
 LiteRT's converter stores each convolution's and dense layer's weights as 8-bit integers, one scale per
-output channel: every weight moves to the nearest of 255 levels between -max and +max of its channel.
-That rounding does not only add noise. A channel whose weights all move a little the same way gives
-outputs that are all a little too large (or too small): a *shift*, the same for every picture, which
-every later layer inherits. *Bias correction* (Nagel et al. 2019, "Data-free quantization through weight
-equalization and bias correction"; Finkelstein et al. 2019) measures that shift on a few pictures and
-subtracts it from the layer's bias before the conversion. The converter then rounds the weights as
-before, and the shifts cancel out on average.
+output channel: every weight moves to the nearest of 255 levels (-127 to 127 steps) between minus and plus
+the largest weight of its channel. The weights are rounded once, so every picture meets the same errors;
+where a layer's inputs are mostly positive (after a ReLU), those errors do not cancel out, and the layer's
+output channels move by almost the same amount for every picture: a *shift*, which later layers carry
+along. *Bias correction* (the empirical variant in Nagel et al. 2019, "Data-free quantization through
+weight equalization and bias correction"; also Finkelstein et al. 2019) measures that shift on a few
+pictures and subtracts it from the layer's bias before the conversion. The converter then rounds the
+weights as before, and the shifts cancel out on average.
 
 :func:`correct_bias` does this for every ``Conv2D``, ``DepthwiseConv2D`` and ``Dense`` layer of a Keras
-model (models inside models included), using the average input of each layer on the given pictures,
-all measured in the float model at once. A layer without a bias of its own (MobileNetV2's convolutions)
+model (models inside models included), from the average input of each layer on the given pictures, all
+measured in one pass of the float model. A layer without a bias of its own (MobileNetV2's convolutions)
 has its shift subtracted from the ``beta`` of the ``BatchNormalization`` layer that follows it.
-:func:`rounded_copy` rounds the weights in Keras exactly as the converter will, to look at what
-rounding does without converting.
+:func:`rounded_copy` rounds the weights in Keras as the converter will, to look at what rounding does
+without converting.
+
+The correction is for full-integer conversion, which rounds every weight. Dynamic-range conversion leaves
+small layers (MobileNetV2's first ones) in float: a corrected copy converted that way is worse than no
+correction. The same holds for layers kept in float on purpose: name them in ``keep_float``.
 """
 
 import numpy as np
@@ -33,7 +38,13 @@ def round_like_int8(kernel, channel_axis):
 
 
 def _kind(layer):
-    return next((kind for kind in WEIGHTED if type(layer).__name__ == kind), None)
+    """'Conv2D', 'DepthwiseConv2D', 'Dense', or None for a layer without weights the converter rounds.
+    Other layers with a kernel (Conv1D, SeparableConv2D, ...) are refused rather than left out silently."""
+    kind = next((kind for kind in WEIGHTED if type(layer).__name__ == kind), None)
+    if kind is None and getattr(layer, "kernel", None) is not None and not getattr(layer, "layers", None):
+        raise ValueError(f"layer {layer.name}: {type(layer).__name__} layers are not supported here "
+                         f"(only {', '.join(WEIGHTED)})")
+    return kind
 
 
 def _channel_axis(layer):
@@ -42,7 +53,7 @@ def _channel_axis(layer):
     kind = _kind(layer)
     if kind == "DepthwiseConv2D":
         if layer.depth_multiplier != 1:
-            raise ValueError(f"layer {layer.name}: bias correction supports depth_multiplier 1 only")
+            raise ValueError(f"layer {layer.name}: only depth_multiplier 1 is supported here")
         return 2
     return -1
 
@@ -55,23 +66,32 @@ def _owners(model):
             yield from _owners(layer)
 
 
-def _weighted(model, keep_float):
-    found = [(layer, owner) for layer, owner in _owners(model) if _kind(layer) and layer.name not in keep_float]
-    unknown = set(keep_float) - {layer.name for layer, _ in _owners(model)}
-    if unknown:
-        raise ValueError(f"keep_float names layers the model does not have: {sorted(unknown)}")
-    return found
+def _names(argument, what):
+    if isinstance(argument, str):
+        raise TypeError(f"{what} takes a list of layer names, not one string: {what}=[{argument!r}]")
+    return set(argument)
+
+
+def _weighted(model, keep_float=(), only=None):
+    """(layer, owner) for the layers whose weights the converter rounds, less those in ``keep_float``,
+    and only those in ``only`` if given. Unknown names are an error: a typo must not pass silently."""
+    keep_float = _names(keep_float, "keep_float")
+    known = {layer.name for layer, _ in _owners(model)}
+    for names, what in [(keep_float, "keep_float"), (_names(only or (), "only"), "only")]:
+        if names - known:
+            raise ValueError(f"{what} names layers the model does not have: {sorted(names - known)}")
+    return [(layer, owner) for layer, owner in _owners(model)
+            if _kind(layer) and layer.name not in keep_float and (only is None or layer.name in only)]
 
 
 def rounded_copy(model, only=None, keep_float=()):
     """A copy of ``model`` with the kernels of its weighted layers rounded as int8 (:func:`round_like_int8`):
     all of them, or those named in ``only``, except those named in ``keep_float``."""
     copy = _copy(model)
-    for layer, _ in _weighted(copy, keep_float):
-        if only is None or layer.name in only:
-            weights = layer.get_weights()
-            weights[0] = round_like_int8(weights[0], _channel_axis(layer))
-            layer.set_weights(weights)
+    for layer, _ in _weighted(copy, keep_float, only):
+        weights = layer.get_weights()
+        weights[0] = round_like_int8(weights[0], _channel_axis(layer))
+        layer.set_weights(weights)
     return copy
 
 
@@ -84,19 +104,22 @@ def _copy(model):
 
 
 def _mean_inputs(model, pictures, layers, batch_size):
-    """The input of each layer averaged over the pictures (one array per layer, without the batch axis),
-    from one pass of the float model in batches (memory holds one batch's activations only). Each layer's
-    ``call`` records its input on the way, wherever the layer sits in models inside models."""
+    """The input of each layer averaged over all the times it ran (one array per layer, without the batch
+    axis), from one pass of the float model in batches (memory holds one batch's activations only). Each
+    layer's ``call`` records its input on the way, wherever the layer sits in models inside models."""
     import keras
 
     sums = {id(layer): 0.0 for layer in layers}
+    counts = {id(layer): 0 for layer in layers}
 
     def recording(layer, call):
         def call_and_record(inputs, *args, **kwargs):
             sums[id(layer)] = sums[id(layer)] + keras.ops.convert_to_numpy(keras.ops.sum(inputs, axis=0))
+            counts[id(layer)] += int(inputs.shape[0])
             return call(inputs, *args, **kwargs)
         return call_and_record
 
+    before = {id(layer): layer.__dict__.get("call") for layer in layers}  # an instance's own call, if any
     for layer in layers:
         layer.call = recording(layer, layer.call)
     try:
@@ -104,11 +127,13 @@ def _mean_inputs(model, pictures, layers, batch_size):
             model(np.asarray(pictures[start:start + batch_size], dtype="float32"), training=False)
     finally:
         for layer in layers:
-            del layer.call  # the class's own call again
-    missing = [layer.name for layer in layers if isinstance(sums[id(layer)], float)]
+            del layer.call
+            if before[id(layer)] is not None:
+                layer.call = before[id(layer)]
+    missing = [layer.name for layer in layers if not counts[id(layer)]]
     if missing:
-        raise ValueError(f"{model.name}: layers {missing} were not called when the model ran")
-    return [sums[id(layer)] / len(pictures) for layer in layers]
+        raise ValueError(f"{model.name}: layers {missing} did not run when the model ran")
+    return [sums[id(layer)] / counts[id(layer)] for layer in layers]
 
 
 def _following_batch_norm(layer, owner):
@@ -128,8 +153,10 @@ def _following_batch_norm(layer, owner):
 def correct_bias(model, pictures, keep_float=(), batch_size=20):
     """A copy of ``model`` whose biases cancel, on average over ``pictures``, the shift that rounding each
     layer's weights to int8 causes (see the module's docstring). ``keep_float``: names of layers that
-    will stay in float (selective quantisation): they are left as they are. Convert the copy, not the
-    original; the copy's own float outputs are slightly off, by design."""
+    will stay in float (selective quantisation): they are left as they are. Convert the copy to full
+    integer (int8), not the original; the copy's own float outputs are slightly off, by design."""
+    import keras
+
     corrected = _copy(model)
     layers = _weighted(corrected, keep_float)
     if not layers:
@@ -138,14 +165,19 @@ def correct_bias(model, pictures, keep_float=(), batch_size=20):
     for (layer, owner), mean_input in zip(layers, means):
         weights = layer.get_weights()
         shift = _mean_output(layer, round_like_int8(weights[0], _channel_axis(layer)) - weights[0], mean_input)
-        if layer.use_bias:
+        if layer.use_bias:  # the bias comes before the layer's activation, as the shift does
             weights[1] = weights[1] - shift
             layer.set_weights(weights)
             continue
+        if layer.activation is not keras.activations.linear:
+            raise ValueError(f"layer {layer.name} has no bias and an activation of its own: its shift cannot be "
+                             "corrected after it (name it in keep_float to leave it in float)")
         norm = _following_batch_norm(layer, owner)
-        if norm is None or not norm.center:
-            raise ValueError(f"layer {layer.name} has no bias and no BatchNormalization with a beta after it: "
-                             "its shift cannot be corrected (name it in keep_float to leave it in float)")
+        if norm is None or not norm.center or norm.axis not in (-1, [-1], len(layer.output.shape) - 1,
+                                                                [len(layer.output.shape) - 1]):
+            raise ValueError(f"layer {layer.name} has no bias and no BatchNormalization with a beta (over its "
+                             "last axis) after it: its shift cannot be corrected (name it in keep_float to "
+                             "leave it in float)")
         values = dict(zip(["gamma"] * norm.scale + ["beta", "moving_mean", "moving_variance"], norm.get_weights()))
         gain = values.get("gamma", 1.0) / np.sqrt(values["moving_variance"] + norm.epsilon)
         values["beta"] = values["beta"] - gain * shift  # BatchNormalization(x + shift) = BatchNormalization(x) + gain * shift

@@ -118,11 +118,42 @@ def test_layers_kept_in_float_are_not_corrected():
         correct_bias(model, pictures(), keep_float=["dephtwise"])
 
 
-def test_a_layer_without_bias_or_batch_normalization_is_a_clear_error():
+def test_what_cannot_be_corrected_is_a_clear_error():
+    x = pictures(4)[:, :8, :8]
     inputs = keras.Input(shape=(8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, use_bias=False, name="bare")(inputs))
     with pytest.raises(ValueError, match="layer bare has no bias and no BatchNormalization .* keep_float"):
-        correct_bias(model, pictures(4)[:, :8, :8])
+        correct_bias(model, x)
+    inner = keras.layers.Conv2D(2, 3, use_bias=False, activation="relu", name="relu_inside")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(inner))
+    with pytest.raises(ValueError, match="layer relu_inside has no bias and an activation of its own"):
+        correct_bias(model, x)
+    model = keras.Model(inputs, keras.layers.Conv1D(2, 3, name="one_d")(keras.layers.Reshape((64, 3))(inputs)))
+    with pytest.raises(ValueError, match="layer one_d: Conv1D layers are not supported here"):
+        correct_bias(model, x)
+    assert "call" not in vars(model.get_layer("one_d"))
+
+
+def test_names_are_checked():
+    model = small_net()
+    with pytest.raises(ValueError, match=r"only names layers the model does not have: \['depthwsie'\]"):
+        rounded_copy(model, only=["depthwsie"])
+    with pytest.raises(TypeError, match=r"keep_float takes a list of layer names, not one string: keep_float=\['stem'\]"):
+        correct_bias(model, pictures(), keep_float="stem")
+
+
+def test_a_layer_run_twice_is_averaged_over_both_runs():
+    """A layer shared by two branches sees two inputs per picture: its average input counts both."""
+    inputs = keras.Input(shape=(4,))
+    shared = keras.layers.Dense(2, name="shared")
+    double = keras.layers.Rescaling(2.0)(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([shared(inputs), shared(double)]))
+    shared.set_weights([np.array([[1.0, 0.003]] * 3 + [[1.0, 1.0]], "float32"), np.zeros(2, "float32")])
+    x = np.ones((10, 4), "float32")
+    corrected = correct_bias(model, x)
+    # Average input 1.5 per feature (1 and 2). The second output's three small weights (0.003, below half its step
+    # of 1/127) round to 0: a shift of 3 * 1.5 * -0.003, which the bias makes up for; the first output's are exact.
+    np.testing.assert_allclose(corrected.get_layer("shared").get_weights()[1], [0.0, 0.0135], atol=1e-6)
 
 
 def test_rounding_is_the_converters(tmp_path):
@@ -131,11 +162,13 @@ def test_rounding_is_the_converters(tmp_path):
     inputs = keras.Input(shape=(8, 8, 3))
     conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")
     depthwise = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")
+    dense = keras.layers.Dense(3, name="dense")
     x = depthwise(keras.layers.ReLU()(conv(inputs)))
-    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(x)))
     conv.set_weights([rng.normal(0, 1, (3, 3, 3, 4)).astype("float32") * [0.01, 0.1, 1, 10],
                       np.zeros(4, "float32")])
     depthwise.set_weights([rng.normal(0, 1, (3, 3, 4, 1)).astype("float32"), np.zeros(4, "float32")])
+    dense.set_weights([rng.normal(0, 1, (4, 3)).astype("float32") * [0.01, 1, 100], np.zeros(3, "float32")])
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8, 8, 3)).astype("float32")] for _ in range(8))
@@ -147,16 +180,18 @@ def test_rounding_is_the_converters(tmp_path):
     found = {}
     for detail in interpreter.get_tensor_details():
         params = detail["quantization_parameters"]
-        if detail["dtype"] == np.int8 and tuple(detail["shape"]) in {(4, 3, 3, 3), (1, 3, 3, 4)} and len(params["scales"]) == 4:
+        if detail["dtype"] == np.int8 and tuple(detail["shape"]) in {(4, 3, 3, 3), (1, 3, 3, 4), (3, 4)}:
             values = interpreter.get_tensor(detail["index"]).astype("float32")
             axis = params["quantized_dimension"]
             scales = params["scales"].reshape([-1 if i == axis else 1 for i in range(values.ndim)])
             found[tuple(detail["shape"])] = values * scales
-    assert set(found) == {(4, 3, 3, 3), (1, 3, 3, 4)}, f"int8 weights not found: {sorted(found)}"
+    assert set(found) == {(4, 3, 3, 3), (1, 3, 3, 4), (3, 4)}, f"int8 weights not found: {sorted(found)}"
     expected_conv = round_like_int8(conv.get_weights()[0], -1).transpose(3, 0, 1, 2)      # LiteRT: out, h, w, in
     expected_depthwise = round_like_int8(depthwise.get_weights()[0], 2).transpose(3, 0, 1, 2)  # 1, h, w, channels
     np.testing.assert_allclose(found[(4, 3, 3, 3)], expected_conv, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(found[(1, 3, 3, 4)], expected_depthwise, rtol=1e-5, atol=1e-7)
+    expected_dense = round_like_int8(dense.get_weights()[0], -1).T  # LiteRT: out, in; one scale per output
+    np.testing.assert_allclose(found[(3, 4)], expected_dense, rtol=1e-5, atol=1e-7)
 
 
 def _all(model):
