@@ -44,7 +44,8 @@ bench: data
 	$(BIN)/python tools/benchmark.py
 
 # Episode 3 with three other seeds: fine-tuning's gain over the frozen door, run to run
-# (results/episode-03-seeds.json, checked by tests/test_targets.py). About 3 x 2.5 minutes.
+# (results/episode-03-seeds.json, checked by tests/test_targets.py, which runs this itself when the
+# record is missing or was made from another version of episode 3). About 3 x 2 minutes.
 seeds: data
 	$(BIN)/python tools/seeds.py
 
