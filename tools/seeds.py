@@ -14,7 +14,6 @@ gain of at least 3 points and no seed below the frozen door. The episode's own s
 every test run through results/episode-03.json.
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lesson_helpers import lesson  # noqa: E402
-from lesson_helpers.data import DATA_DIR_ENV, data_dir  # noqa: E402
+from lesson_helpers.data import DATA_DIR_ENV, data_dir, sha256_of  # noqa: E402
 from lesson_helpers.results import RESULTS_DIR_ENV, results_dir  # noqa: E402
 from tools.benchmark import run  # noqa: E402
 
@@ -36,8 +35,7 @@ RESULTS_FILE = "episode-03-seeds.json"
 
 def source_sha256():
     """The sha256 of episode 3's source (its .md): which version of the episode the seeds' numbers are of."""
-    source = next(ep.source for ep in lesson.episodes() if ep.number == 3)
-    return hashlib.sha256(source.read_bytes()).hexdigest()
+    return sha256_of(lesson.episode(3).source)
 
 
 def scratch_data(scratch):

@@ -18,23 +18,22 @@ was written on another machine).
 
 import json
 import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import lesson_helpers  # noqa: E402
 from lesson_helpers.results import results_dir  # noqa: E402
+from tools.benchmark import MACHINE  # noqa: E402
 
 SIZE = (160, 160)
-
-
-def machine():
-    """This computer, as tools/benchmark.py names it: the anchor is compared with episodes run on the same one."""
-    return f"{platform.node()} ({platform.processor() or platform.machine()})"
 
 
 def main():
@@ -76,7 +75,7 @@ def main():
     numbers["fine_tuning_s"] = time.perf_counter() - start
     numbers["test_accuracy"] = model.evaluate(test, verbose=0)[1]
     numbers["total_s"] = numbers["feature_extraction_s"] + numbers["fine_tuning_s"]
-    numbers["machine"] = machine()
+    numbers["machine"] = MACHINE  # make bench compares the anchor with episodes run on the same machine
     numbers["recorded_at"] = time.time()
     print(json.dumps(numbers, indent=2))
     results_dir().mkdir(parents=True, exist_ok=True)
